@@ -1,0 +1,23 @@
+"""Start-up path, imported by the one line of ``autodbg.pth`` when ``AUTODBG`` is true.
+
+Installs the hooks and exports ``AUTODBG_JOB`` so that child processes join
+this process's job. Never raises: an error becomes one ``autodbg:`` line and
+Python goes on as if autodbg were not installed.
+"""
+
+
+def _start():
+    import os
+
+    from autodbg import config, hooks, identity
+
+    os.environ.setdefault("AUTODBG_JOB", identity.current.job)
+    hooks.install(config.current())
+
+
+try:
+    _start()
+except Exception as error:  # never break the user's interpreter start-up
+    import sys
+
+    sys.stderr.write(f"autodbg: not installed: {type(error).__name__}: {error}\n")

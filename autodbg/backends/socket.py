@@ -1,0 +1,291 @@
+"""The socket backend: a session's Unix socket, served inside the debugged process.
+
+One socket, two kinds of client, told apart by the first line:
+
+* ``autodbg attach`` sends ``AUTODBG-ATTACH/1 <rows> <cols> <TERM>`` at once.
+  The server answers ``AUTODBG-READY`` and runs the debugger on a
+  pseudo-terminal it allocates, relaying the pty's master side to the socket
+  (madbg's design): IPython then has a real terminal, so line editing,
+  history, completion and colours work, and a Ctrl-C typed while a command
+  runs (the pty is in cooked mode, ``ISIG`` set) interrupts the debugger's
+  thread instead of reaching the process.
+* Anything else (``nc -U``, ``socat``), or silence for :data:`HANDSHAKE_WAIT`
+  seconds, is a line client: prompts and output as text, one command a line.
+
+The server checks the peer's uid with ``SO_PEERCRED`` and refuses any other
+user (manhole's ``check_credentials``), on top of the socket's 0600 mode and
+the runtime directory's 0700.
+"""
+
+import os
+import select
+import socket
+import struct
+import termios
+import threading
+
+HANDSHAKE = b"AUTODBG-ATTACH/1"
+READY = b"AUTODBG-READY\n"
+HANDSHAKE_WAIT = 0.3  # seconds; ``autodbg attach`` sends its line right after connecting
+MAX_PATH = 107  # bytes in sockaddr_un.sun_path, less the terminating NUL
+# Sent to the pty when the client vanishes: end-of-line, kill-line, end-of-file,
+# which ends the prompt with EOF both in prompt_toolkit (emacs keys) and in a
+# cooked-mode readline, so the debugger learns that its client left.
+_DETACH_KEYS = b"\x05\x15\x04"
+
+
+class Server:
+    """A listening Unix socket at ``path``, mode 0600.
+
+    Args:
+        path (str): the socket's path (at most :data:`MAX_PATH` bytes).
+
+    Raises:
+        OSError: the socket cannot be created; ``ENAMETOOLONG`` names the fix.
+    """
+
+    def __init__(self, path):
+        if len(os.fsencode(path)) > MAX_PATH:
+            raise OSError(
+                36, f"socket path {path} is longer than {MAX_PATH} bytes; set AUTODBG_DIR to a shorter directory"
+            )
+        self.path = path
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self._sock.bind(path)
+        os.chmod(path, 0o600)
+        self._sock.listen(8)
+
+    def accept(self, timeout):
+        """Wait up to ``timeout`` seconds for a client of this user.
+
+        Args:
+            timeout (float): seconds to wait; blocks at most that long.
+
+        Returns:
+            socket.socket | None: the connection, or None on time-out or when
+            the client was refused (another uid; it is told why).
+        """
+        ready, _, _ = select.select([self._sock], [], [], max(timeout, 0))
+        if not ready:
+            return None
+        conn, _ = self._sock.accept()
+        uid = peer_uid(conn)
+        if uid != os.getuid():
+            from autodbg.messages import say
+
+            say(f"refused a client of uid {uid} on {self.path} (only uid {os.getuid()} may attach)")
+            refuse(conn, f"refused: uid {uid} may not attach to a session of uid {os.getuid()}")
+            return None
+        return conn
+
+    def turn_away(self, stop, message):
+        """Refuse every client with ``message`` until ``stop`` is set (run in a thread).
+
+        Args:
+            stop (threading.Event): ends the loop; checked every 0.2 s.
+            message (str): the one line the refused clients get.
+        """
+        while not stop.is_set():
+            try:
+                conn = self.accept(0.2)
+            except OSError:
+                return
+            if conn is not None:
+                refuse(conn, message)
+
+    def close(self):
+        """Stop listening and remove the socket file."""
+        self._sock.close()
+        try:
+            os.unlink(self.path)
+        except FileNotFoundError:
+            pass
+
+
+def peer_uid(conn):
+    """Return the uid of the process at the other end of a Unix socket (``SO_PEERCRED``)."""
+    creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    return struct.unpack("3i", creds)[1]
+
+
+def refuse(conn, message):
+    """Send ``autodbg: <message>`` as one line and close the connection."""
+    try:
+        conn.sendall(f"autodbg: {message}\n".encode(), socket.MSG_NOSIGNAL)
+    except OSError:
+        pass
+    conn.close()
+
+
+def open_link(conn, interrupt):
+    """Read the client's first line and build the link for its kind.
+
+    Blocks up to :data:`HANDSHAKE_WAIT` seconds.
+
+    Args:
+        conn (socket.socket): an accepted connection.
+        interrupt (Callable[[], None]): called on a Ctrl-C typed while a
+            debugger command runs (pty clients only).
+
+    Returns:
+        PtyLink | LineLink: the link, whose ``channel`` the debugger uses.
+    """
+    data = b""
+    while b"\n" not in data and len(data) < 512:
+        ready, _, _ = select.select([conn], [], [], HANDSHAKE_WAIT)
+        if not ready:
+            break
+        chunk = conn.recv(512)
+        if not chunk:
+            break
+        data += chunk
+        if not HANDSHAKE.startswith(data[: len(HANDSHAKE)]):
+            break
+    if data.startswith(HANDSHAKE + b" ") and b"\n" in data:
+        line, rest = data.split(b"\n", 1)
+        fields = line.decode("ascii", "replace").split()
+        rows, cols = _int(fields, 1, 24), _int(fields, 2, 80)
+        term = fields[3] if len(fields) > 3 else "xterm"
+        conn.sendall(READY, socket.MSG_NOSIGNAL)
+        return PtyLink(conn, rows, cols, term, rest, interrupt)
+    return LineLink(conn, data)
+
+
+def _int(fields, index, default):
+    try:
+        return max(1, int(fields[index]))
+    except (IndexError, ValueError):
+        return default
+
+
+class LineLink:
+    """A line client (``nc -U``, ``socat``): the socket itself is the channel's stream."""
+
+    def __init__(self, conn, pending):
+        from autodbg.backends import Channel
+
+        self._conn = conn
+        self._pending = pending
+        self.gone = False
+        self.channel = Channel("line", self, self)
+
+    encoding = "utf-8"
+
+    def readline(self):
+        """Return the next line, or ``""`` when the client has left. Blocks until one arrives."""
+        while b"\n" not in self._pending and not self.gone:
+            try:
+                chunk = self._conn.recv(4096)
+            except OSError:
+                chunk = b""
+            if not chunk:
+                self.gone = True
+                break
+            self._pending += chunk
+        line, sep, self._pending = self._pending.partition(b"\n")
+        return (line + sep).decode("utf-8", "replace")
+
+    def write(self, text):
+        """Send ``text``; a client that left makes it a no-op. Returns len(text)."""
+        if not self.gone:
+            try:
+                self._conn.sendall(text.encode("utf-8", "replace"), socket.MSG_NOSIGNAL)
+            except OSError:
+                self.gone = True
+        return len(text)
+
+    def flush(self):
+        pass
+
+    def isatty(self):
+        return False
+
+    def close(self):
+        """Close the connection."""
+        self._conn.close()
+
+
+class PtyLink:
+    """An ``autodbg attach`` client: a server-side pty relayed to the socket by a thread."""
+
+    def __init__(self, conn, rows, cols, term, pending, interrupt):
+        import fcntl
+
+        from autodbg.backends import Channel
+
+        self._conn = conn
+        self._interrupt = interrupt
+        self._master, self._slave = os.openpty()
+        fcntl.ioctl(self._slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+        stdin = open(self._slave, "r", encoding="utf-8", errors="replace", closefd=False)
+        stdout = open(self._slave, "w", encoding="utf-8", errors="replace", closefd=False, buffering=1)
+        self.channel = Channel("pty", stdin, stdout, term)
+        self.gone = False
+        self._stop = threading.Event()
+        if pending:
+            os.write(self._master, pending)
+        self._thread = threading.Thread(target=self._relay, name="autodbg-pty-relay", daemon=True)
+        self._thread.start()
+
+    def _relay(self):
+        try:
+            while not self._stop.is_set():
+                watch = [self._master] if self.gone else [self._conn, self._master]
+                ready, _, _ = select.select(watch, [], [], 0.2)
+                if self._conn in ready:
+                    self._from_client()
+                if self._master in ready:
+                    self._to_client(os.read(self._master, 65536))
+            while select.select([self._master], [], [], 0)[0]:
+                self._to_client(os.read(self._master, 65536))
+        except OSError:
+            pass
+
+    def _from_client(self):
+        try:
+            data = self._conn.recv(65536)
+        except OSError:
+            data = b""
+        if not data:
+            self.gone = True
+            os.write(self._master, _DETACH_KEYS)
+            return
+        if b"\x03" in data and termios.tcgetattr(self._slave)[3] & termios.ISIG:
+            # Cooked mode: a command is running, not the prompt; a terminal would
+            # send SIGINT to its foreground job, which is the debugger's thread.
+            data = data.replace(b"\x03", b"")
+            self._interrupt()
+        if data:
+            os.write(self._master, data)
+
+    def _to_client(self, data):
+        if not self.gone:
+            try:
+                self._conn.sendall(data, socket.MSG_NOSIGNAL)
+            except OSError:
+                self.gone = True
+                os.write(self._master, _DETACH_KEYS)
+
+    def close(self):
+        """Flush what the debugger wrote, stop the relay (at most 2 s) and close everything."""
+        try:
+            self.channel.stdout.flush()
+        except (OSError, ValueError):
+            pass
+        self._stop.set()
+        self._thread.join(2)
+        for stream in (self.channel.stdin, self.channel.stdout):
+            try:
+                stream.close()
+            except (OSError, ValueError):
+                pass
+        for fd in (self._master, self._slave):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        self._conn.close()

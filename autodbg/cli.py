@@ -1,0 +1,143 @@
+"""The ``autodbg`` command line: one function per verb.
+
+Exit status: 0 on success, 1 when the verb fails at run time (no such
+session, busy session, unsafe runtime directory), 2 on a usage error
+(argparse's convention).
+"""
+
+import argparse
+import json
+import sys
+
+from autodbg import __version__, config, registry
+
+
+class CliError(Exception):
+    """A run-time failure; its message is printed as one ``autodbg:`` line, exit status 1."""
+
+
+def cmd_ls(args):
+    """List the open sessions, newest job first."""
+    records = _sessions(args)
+    if args.json:
+        print(json.dumps(records, indent=2))
+        return 0
+    if not records:
+        print("no open sessions")
+        return 0
+    rows = [("JOB", "RANK", "PID", "HOST", "STATE", "EXCEPTION", "WHERE")]
+    for r in records:
+        rank = "-" if r.get("rank") is None else str(r["rank"])
+        if r.get("world_size") is not None and r.get("rank") is not None:
+            rank = f"{r['rank']}/{r['world_size']}"
+        state = r["state"] if r.get("socket") else f"{r['state']} (terminal)"
+        rows.append(
+            (r["job"], rank, str(r["pid"]), r["host"], state, r.get("exception") or "breakpoint()", r["where"])
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    for row in rows:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)) + "  " + row[-1])
+    return 0
+
+
+def cmd_attach(args):
+    """Attach this terminal to a session, chosen by rank or pid."""
+    from autodbg import client
+
+    record = _resolve(_sessions(args), args.target, args.by, args.job)
+    who = _describe(record)
+    if not record.get("socket"):
+        raise CliError(f"{who} is in a debugger on its own terminal; it cannot be attached from here")
+    if record["state"] == "attached":
+        raise CliError(f"{who} is busy: another client is attached; try again when it detaches")
+    try:
+        client.attach(record["socket"])
+    except client.AttachError as error:
+        raise CliError(f"{who}: {error}") from None
+    return 0
+
+
+def _sessions(args):
+    try:
+        root = registry.runtime_dir(config.load(warn=_warn).dir)
+    except registry.RuntimeDirError as error:
+        raise CliError(str(error)) from None
+    records = registry.sessions(root)
+    if getattr(args, "job", None):
+        records = [r for r in records if r["job"] == args.job]
+    return records
+
+
+def _resolve(records, target, by, job):
+    scope = f" in job {job}" if job else ""
+    if by in (None, "rank"):
+        ranked = [r for r in records if r.get("rank") == target]
+        jobs = sorted({r["job"] for r in ranked})
+        if len(jobs) > 1 and (by == "rank" or not any(r["pid"] == target for r in records)):
+            raise CliError(f"rank {target} has sessions in {len(jobs)} jobs ({', '.join(jobs)}); pick one with --job")
+        if len(ranked) > 1 and len(jobs) == 1:
+            pids = ", ".join(str(r["pid"]) for r in ranked)
+            raise CliError(f"rank {target} has {len(ranked)} sessions (pids {pids}); pick one with --pid")
+        if len(jobs) == 1:
+            return ranked[0]
+        if by == "rank":
+            raise CliError(f"no open session for rank {target}{scope}; `autodbg ls` lists the open ones")
+    for record in records:
+        if record["pid"] == target:
+            return record
+    if by == "pid":
+        raise CliError(f"no open session for pid {target}{scope}; `autodbg ls` lists the open ones")
+    raise CliError(f"no open session for rank or pid {target}{scope}; `autodbg ls` lists the open ones")
+
+
+def _describe(record):
+    if record.get("rank") is None:
+        return f"pid {record['pid']}"
+    return f"rank {record['rank']} (pid {record['pid']})"
+
+
+def _warn(line):
+    print(f"autodbg: {line}", file=sys.stderr)
+
+
+def build_parser():
+    """Return the argument parser; the README's verb table is checked against it."""
+    parser = argparse.ArgumentParser(
+        prog="autodbg",
+        description="Reach the debugger sessions that AUTODBG=1 opens in your processes.",
+    )
+    parser.add_argument("--version", action="version", version=f"autodbg {__version__}")
+    verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
+
+    ls = verbs.add_parser("ls", help="list open sessions, newest job first")
+    ls.add_argument("--json", action="store_true", help="print a JSON array of session records")
+    ls.add_argument("--job", help="only this job's sessions")
+    ls.set_defaults(func=cmd_ls)
+
+    attach = verbs.add_parser("attach", help="attach this terminal to a session (by rank or pid)")
+    attach.add_argument("target", type=int, metavar="PID|RANK", help="a rank of exactly one live job, else a pid")
+    force = attach.add_mutually_exclusive_group()
+    force.add_argument("--rank", dest="by", action="store_const", const="rank", help="TARGET is a rank")
+    force.add_argument("--pid", dest="by", action="store_const", const="pid", help="TARGET is a pid")
+    attach.add_argument("--job", help="the job to look in (see `autodbg ls`)")
+    attach.set_defaults(func=cmd_attach, by=None)
+    return parser
+
+
+def main(argv=None):
+    """Run the ``autodbg`` command line.
+
+    Args:
+        argv (list[str] | None): arguments without the program name; None for ``sys.argv[1:]``.
+
+    Returns:
+        int: the exit status.
+    """
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except CliError as error:
+        print(f"autodbg: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,153 @@
+"""The only reader of ``AUTODBG_*`` environment variables.
+
+This module runs at interpreter start-up (when ``AUTODBG`` is true), so it
+imports nothing but ``os``: no ``dataclasses`` (which pulls in ``inspect`` and
+``re``, several milliseconds) and no ``signal`` (``_signal`` has the numbers).
+A bad value never raises: it becomes one ``autodbg:`` warning naming the
+variable, the value and the allowed ones, and the default is used.
+"""
+
+import os
+
+TRUE = ("1", "true", "yes", "on")
+FALSE = ("", "0", "false", "no", "off")
+MODES = ("auto", "console", "socket", "off")
+DEBUGGERS = ("ipdb", "pdb")
+DEFAULT_WAIT = 3600.0
+
+# Every variable autodbg reads, with its default as documented in the README's
+# table (a test keeps the two in sync).
+VARIABLES = {
+    "AUTODBG": "unset (off)",
+    "AUTODBG_MODE": "auto",
+    "AUTODBG_WAIT": "3600",
+    "AUTODBG_DIR": "$XDG_RUNTIME_DIR/autodbg, else /tmp/autodbg-<uid>",
+    "AUTODBG_STACK_SIGNAL": "SIGUSR1",
+    "AUTODBG_DEBUGGER": "ipdb when importable, else pdb",
+    "AUTODBG_JOB": "set by autodbg",
+}
+
+
+def enabled(environ=os.environ):
+    """Tell whether ``AUTODBG`` asks for autodbg.
+
+    The same test as the one line of ``autodbg.pth``: true for ``1``, ``true``,
+    ``yes``, ``on`` (any case, surrounding blanks ignored).
+
+    Args:
+        environ (Mapping[str, str]): the environment to read.
+
+    Returns:
+        bool: True when autodbg should install its hooks.
+    """
+    return environ.get("AUTODBG", "").strip().lower() in TRUE
+
+
+class Config:
+    """Settings read once from the environment; attributes cannot be changed.
+
+    Attributes:
+        mode (str): ``auto``, ``console``, ``socket`` or ``off``.
+        wait (float): seconds a session with no client waits for one; 0 = no wait.
+        dir (str | None): ``AUTODBG_DIR``, or None for the default runtime directory.
+        stack_signal (int | None): signal number that dumps every thread's stack,
+            None when ``AUTODBG_STACK_SIGNAL=off``.
+        debugger (str | None): ``ipdb`` or ``pdb``; None means ipdb when importable.
+    """
+
+    __slots__ = ("mode", "wait", "dir", "stack_signal", "debugger")
+
+    def __init__(self, mode, wait, dir, stack_signal, debugger):
+        for name, value in zip(self.__slots__, (mode, wait, dir, stack_signal, debugger)):
+            object.__setattr__(self, name, value)
+
+    def __setattr__(self, name, value):
+        raise AttributeError("autodbg.config.Config is read-only")
+
+    def __repr__(self):
+        fields = ", ".join(f"{n}={getattr(self, n)!r}" for n in self.__slots__)
+        return f"Config({fields})"
+
+
+def load(environ=os.environ, warn=None):
+    """Read every ``AUTODBG_*`` variable.
+
+    Args:
+        environ (Mapping[str, str]): the environment to read.
+        warn (Callable[[str], None] | None): called with one line per bad value;
+            None prints through :func:`autodbg.messages.say`.
+
+    Returns:
+        Config: the settings, defaults in place of bad values.
+    """
+    if warn is None:
+        from autodbg.messages import say as warn
+
+    mode = environ.get("AUTODBG_MODE", "auto").strip().lower() or "auto"
+    if mode not in MODES:
+        warn(_bad("AUTODBG_MODE", mode, "one of " + ", ".join(MODES), "auto"))
+        mode = "auto"
+
+    wait = DEFAULT_WAIT
+    raw = environ.get("AUTODBG_WAIT", "").strip()
+    if raw:
+        try:
+            wait = float(raw)
+            if not (0 <= wait < float("inf")):
+                raise ValueError
+        except ValueError:
+            warn(_bad("AUTODBG_WAIT", raw, "a number of seconds >= 0", "3600"))
+            wait = DEFAULT_WAIT
+
+    directory = environ.get("AUTODBG_DIR", "").strip() or None
+
+    stack_signal = _signal_number(environ.get("AUTODBG_STACK_SIGNAL", ""), warn)
+
+    debugger = environ.get("AUTODBG_DEBUGGER", "").strip().lower() or None
+    if debugger is not None and debugger not in DEBUGGERS:
+        warn(_bad("AUTODBG_DEBUGGER", debugger, "ipdb or pdb", "ipdb when importable"))
+        debugger = None
+
+    return Config(mode, wait, directory, stack_signal, debugger)
+
+
+def _signal_number(raw, warn):
+    import _signal
+
+    raw = raw.strip()
+    default = _signal.SIGUSR1
+    if not raw:
+        return default
+    if raw.lower() in FALSE:
+        return None
+    name = raw.upper()
+    if not name.startswith("SIG"):
+        name = "SIG" + name
+    number = raw if raw.isdigit() else getattr(_signal, name, None)
+    try:
+        number = int(number)
+    except (TypeError, ValueError):
+        number = None
+    if number is None or number in (_signal.SIGKILL, _signal.SIGSTOP) or not 0 < number < _signal.NSIG:
+        warn(_bad("AUTODBG_STACK_SIGNAL", raw, "a signal name (USR1, SIGUSR2) or number, or off", "SIGUSR1"))
+        return default
+    return number
+
+
+def _bad(variable, value, allowed, default):
+    return f"{variable}={value!r} is not valid (expected {allowed}); using the default, {default}"
+
+
+_current = None
+
+
+def current():
+    """Return this process's settings, read from the environment on first use.
+
+    Returns:
+        Config: the same object on every call.
+    """
+    global _current
+    if _current is None:
+        _current = load()
+    return _current

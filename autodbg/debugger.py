@@ -1,0 +1,143 @@
+"""The debugger: ipdb's class (IPython's ``TerminalPdb``) or ``pdb.Pdb``, with autodbg's loop.
+
+autodbg's subclass changes two things and keeps every command of the base:
+
+* the command loop reads from the session's current :class:`~autodbg.backends.Channel`:
+  a prompt_toolkit prompt on a terminal or pty (ipdb), ``input()`` on the
+  console (pdb, with readline), or one line at a time from a plain stream
+  (``nc``/``socat``);
+* end of input on a socket client (Ctrl-D, or the client died) detaches:
+  the session waits for the next client, which carries on in the same frame;
+  on the console, end of input quits, as in pdb.
+"""
+
+import os
+import sys
+
+from autodbg.messages import say
+
+
+def create(session, channel, kind, post_mortem):
+    """Build a debugger bound to ``session`` and reading from ``channel``.
+
+    Imports ipdb and IPython (about a second) or pdb.
+
+    Args:
+        session (autodbg.session.Session): gives the next channel on detach.
+        channel (autodbg.backends.Channel): where the first client is.
+        kind (str | None): ``ipdb``, ``pdb``, or None for ipdb when importable.
+        post_mortem (bool): True for a post-mortem session, False for ``breakpoint()``.
+
+    Returns:
+        pdb.Pdb: an instance of a subclass of the chosen debugger class.
+    """
+    base = None
+    if kind in (None, "ipdb"):
+        try:
+            from ipdb.__main__ import _get_debugger_cls, get_context_from_config
+            from IPython.terminal.debugger import TerminalPdb
+
+            # ipdb's set-up (IPython's shell and configuration), but always the
+            # prompt_toolkit debugger: ipdb picks a plain one when stdin is not a
+            # terminal, and a later client may be a pty.
+            _get_debugger_cls()
+            base = TerminalPdb
+            options = {"context": int(os.getenv("IPDB_CONTEXT_SIZE") or get_context_from_config())}
+        except ImportError as error:
+            if kind == "ipdb":
+                say(f"AUTODBG_DEBUGGER=ipdb but ipdb cannot be imported ({error}); using pdb")
+    if base is None:
+        import pdb
+
+        base = pdb.Pdb
+        options = {}
+    cls = type(f"Autodbg{base.__name__}", (_AutodbgMixin, base), {})
+    if hasattr(base, "pt_init"):
+        options["pt_session_options"] = _prompt_options(channel)
+    debugger = cls(**options)
+    debugger.autodbg_session = session
+    debugger.autodbg_post_mortem = post_mortem
+    debugger.autodbg_bind(channel, prompt_ready=True)
+    return debugger
+
+
+def _prompt_options(channel):
+    if channel.kind not in ("console", "pty"):
+        from prompt_toolkit.input import DummyInput
+        from prompt_toolkit.output import DummyOutput
+
+        return {"input": DummyInput(), "output": DummyOutput()}
+    from prompt_toolkit.input import create_input
+    from prompt_toolkit.output.vt100 import Vt100_Output
+
+    term = channel.term or os.environ.get("TERM")
+    return {"input": create_input(channel.stdin), "output": Vt100_Output.from_pty(channel.stdout, term=term)}
+
+
+class _AutodbgMixin:
+    autodbg_session = None
+    autodbg_post_mortem = True
+    _autodbg_channel = None
+
+    def autodbg_bind(self, channel, prompt_ready=False):
+        """Read commands from ``channel`` and write to it from now on.
+
+        Args:
+            channel (autodbg.backends.Channel): the new client.
+            prompt_ready (bool): the prompt_toolkit session already uses it.
+        """
+        self._autodbg_channel = channel
+        self.stdin = channel.stdin
+        self.stdout = channel.stdout
+        if hasattr(self, "pt_init") and not prompt_ready:
+            self.pt_init(_prompt_options(channel))
+
+    def cmdloop(self, intro=None):
+        # cmd.Cmd.cmdloop's contract, with the line read from the current channel.
+        self.preloop()
+        stop = None
+        while not stop:
+            line = self.cmdqueue.pop(0) if self.cmdqueue else self._autodbg_read()
+            line = self.precmd(line)
+            stop = self.onecmd(line)
+            stop = self.postcmd(stop, line)
+        self.postloop()
+
+    def _autodbg_read(self):
+        channel = self._autodbg_channel
+        if channel.kind != "line" and hasattr(self, "pt_app"):
+            completer = self._ptcomp.ipy_completer
+            completer.namespace = getattr(self, "_curframe_locals", self.curframe.f_locals)
+            completer.global_namespace = self.curframe.f_globals
+            try:
+                return self.thread_executor.submit(self._prompt).result()
+            except EOFError:
+                return "EOF"
+        if channel.kind == "console" and channel.stdin is sys.stdin and channel.stdout is sys.stdout:
+            try:
+                return input(self.prompt)
+            except EOFError:
+                return "EOF"
+        self.stdout.write(self.prompt)
+        self.stdout.flush()
+        line = self.stdin.readline()
+        return line.rstrip("\r\n") if line else "EOF"
+
+    def do_EOF(self, arg):
+        """EOF (Ctrl-D): on the console, quit; on a socket, detach and let another client attach."""
+        if self._autodbg_channel.kind == "console":
+            return super().do_EOF(arg)
+        channel = self.autodbg_session.next_channel()
+        if channel is None:
+            if not self.autodbg_post_mortem:
+                self.set_continue()
+            return 1
+        self.autodbg_bind(channel)
+        self.print_stack_entry(self.stack[self.curindex])
+        return None
+
+    def interaction(self, frame, tb):
+        super().interaction(frame, tb)
+        # After a breakpoint(), the session lasts while the debugger may stop again.
+        if not self.autodbg_post_mortem and (self.quitting or (self.stoplineno == -1 and not self.breaks)):
+            self.autodbg_session.close()

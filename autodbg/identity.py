@@ -1,0 +1,97 @@
+"""Who this process is in its job: rank, local rank, world size, job, host.
+
+Read from the environment that launchers set, first match wins:
+
+==============  ===========================  ======================  =====================  ======================
+launcher        rank                         local rank              world size             job
+==============  ===========================  ======================  =====================  ======================
+torchrun        ``RANK``                     ``LOCAL_RANK``          ``WORLD_SIZE``         ``TORCHELASTIC_RUN_ID``
+SLURM (srun)    ``SLURM_PROCID``             ``SLURM_LOCALID``       ``SLURM_NTASKS``       ``SLURM_JOB_ID``
+Open MPI        ``OMPI_COMM_WORLD_RANK``     ``..._LOCAL_RANK``      ``..._SIZE``           ``OMPI_MCA_ess_base_jobid``
+MPICH, IMPI     ``PMI_RANK``                 ``MPI_LOCALRANKID``     ``PMI_SIZE``           (below)
+==============  ===========================  ======================  =====================  ======================
+
+Without a launcher's job id (or with torchrun's default ``none``), the job is
+``AUTODBG_JOB`` when a parent autodbg process exported it, else ``pg<pgid>``
+of this process; the bootstrap exports it so that children (multiprocessing,
+torchrun's workers) land in the same job folder as their parent.
+Start-up path: imports only ``os``.
+"""
+
+import os
+
+_LAUNCHERS = (
+    ("RANK", "LOCAL_RANK", "WORLD_SIZE", "TORCHELASTIC_RUN_ID"),
+    ("SLURM_PROCID", "SLURM_LOCALID", "SLURM_NTASKS", "SLURM_JOB_ID"),
+    (
+        "OMPI_COMM_WORLD_RANK",
+        "OMPI_COMM_WORLD_LOCAL_RANK",
+        "OMPI_COMM_WORLD_SIZE",
+        "OMPI_MCA_ess_base_jobid",
+    ),
+    ("PMI_RANK", "MPI_LOCALRANKID", "PMI_SIZE", None),
+)
+
+
+class Identity:
+    """This process's place in its job.
+
+    Attributes:
+        rank (int | None): global rank, None for a plain process.
+        local_rank (int | None): rank on this host.
+        world_size (int | None): number of ranks in the job.
+        job (str): job id; also the name of the job's folder in the runtime directory.
+        host (str): this machine's node name.
+    """
+
+    __slots__ = ("rank", "local_rank", "world_size", "job", "host")
+
+    def __init__(self, rank, local_rank, world_size, job, host):
+        self.rank = rank
+        self.local_rank = local_rank
+        self.world_size = world_size
+        self.job = job
+        self.host = host
+
+    def label(self):
+        """Return ``"[rank N] "`` when the rank is known, else ``""``."""
+        return "" if self.rank is None else f"[rank {self.rank}] "
+
+
+def from_env(environ=os.environ):
+    """Build the identity from a launcher's environment.
+
+    Args:
+        environ (Mapping[str, str]): the environment to read.
+
+    Returns:
+        Identity: rank fields None when no launcher variable is set.
+    """
+    rank = local_rank = world_size = None
+    job = None
+    for rank_var, local_var, size_var, job_var in _LAUNCHERS:
+        rank = _int(environ.get(rank_var))
+        if rank is not None:
+            local_rank = _int(environ.get(local_var))
+            world_size = _int(environ.get(size_var))
+            job = environ.get(job_var) if job_var else None
+            break
+    if not job or job == "none":
+        job = environ.get("AUTODBG_JOB") or f"pg{os.getpgrp()}"
+    return Identity(rank, local_rank, world_size, _safe_name(job), os.uname().nodename)
+
+
+def _int(text):
+    try:
+        return int(text)
+    except (TypeError, ValueError):
+        return None
+
+
+def _safe_name(job):
+    # The job id names a folder: keep it to one harmless path component.
+    cleaned = "".join(c if c.isalnum() or c in "-_." else "_" for c in job)[:64]
+    return cleaned.lstrip(".") or "job"
+
+
+current = from_env()

@@ -1,0 +1,213 @@
+"""The runtime directory and the session records in it.
+
+Layout (DESIGN.md, contract 5)::
+
+    $AUTODBG_DIR | $XDG_RUNTIME_DIR/autodbg | /tmp/autodbg-<uid>     0700, ours, no symlink
+        <job>/                      one folder per job, 0700
+            <pid>.json              the session record, written to a temporary name then renamed
+            <pid>.sock              the session's Unix socket, 0600
+        tty-<device>.lock           the terminal lock, one per terminal device
+
+The terminal lock is keyed by the terminal rather than the job: any two
+processes that read one terminal must take turns, whichever job they are in.
+Like manhole's ``check_credentials``, nothing here trusts the file system
+alone: the directory is checked on every use and the socket server checks the
+peer's uid too.
+"""
+
+import json
+import os
+import stat
+
+SCHEMA = (
+    "pid",
+    "rank",
+    "local_rank",
+    "world_size",
+    "host",
+    "job",
+    "state",
+    "socket",
+    "exception",
+    "where",
+    "started",
+)
+
+
+class RuntimeDirError(Exception):
+    """The runtime directory is unsafe or cannot be made; the message says what to do."""
+
+
+def runtime_dir(configured=None):
+    """Return the runtime directory, creating it (mode 0700) if needed.
+
+    Args:
+        configured (str | None): ``AUTODBG_DIR``; None for
+            ``$XDG_RUNTIME_DIR/autodbg``, else ``/tmp/autodbg-<uid>``.
+
+    Returns:
+        str: an absolute path, checked as :func:`checked_dir` does.
+
+    Raises:
+        RuntimeDirError: the directory is a symlink, owned by another user,
+            group- or world-writable, or cannot be created.
+    """
+    if configured:
+        path = configured
+    elif os.environ.get("XDG_RUNTIME_DIR"):
+        path = os.path.join(os.environ["XDG_RUNTIME_DIR"], "autodbg")
+    else:
+        path = f"/tmp/autodbg-{os.getuid()}"
+    return checked_dir(os.path.abspath(path))
+
+
+def checked_dir(path, create=True):
+    """Create ``path`` (0700) if missing and check that only this user controls it.
+
+    Args:
+        path (str): the directory.
+        create (bool): create it when missing.
+
+    Returns:
+        str: ``path``.
+
+    Raises:
+        RuntimeDirError: as for :func:`runtime_dir`, or missing with ``create`` False.
+    """
+    if create:
+        try:
+            os.mkdir(path, 0o700)
+        except FileExistsError:
+            pass
+        except OSError as error:
+            raise RuntimeDirError(
+                f"cannot create the runtime directory {path}: {error.strerror}; "
+                "set AUTODBG_DIR to a directory you own"
+            ) from None
+    try:
+        info = os.lstat(path)
+    except OSError as error:
+        raise RuntimeDirError(f"runtime directory {path}: {error.strerror}") from None
+    fix = "set AUTODBG_DIR to a directory only you can write, or remove it"
+    if stat.S_ISLNK(info.st_mode):
+        raise RuntimeDirError(f"runtime directory {path} is a symlink; refusing it ({fix})")
+    if not stat.S_ISDIR(info.st_mode):
+        raise RuntimeDirError(f"runtime directory {path} is not a directory ({fix})")
+    if info.st_uid != os.getuid():
+        raise RuntimeDirError(
+            f"runtime directory {path} belongs to uid {info.st_uid}, not you (uid {os.getuid()}) ({fix})"
+        )
+    if info.st_mode & 0o022:
+        raise RuntimeDirError(
+            f"runtime directory {path} is group- or world-writable "
+            f"(mode {stat.S_IMODE(info.st_mode):o}) ({fix}, or chmod 700 it)"
+        )
+    return path
+
+
+def job_dir(root, job):
+    """Return the job's folder in the runtime directory, created 0700 if needed.
+
+    Raises:
+        RuntimeDirError: as for :func:`checked_dir`.
+    """
+    return checked_dir(os.path.join(root, job))
+
+
+def tty_lock_path(root, fd):
+    """Return the terminal lock's path for the terminal open on ``fd``."""
+    return os.path.join(root, f"tty-{os.fstat(fd).st_rdev}.lock")
+
+
+def write(path, record):
+    """Write ``record`` as JSON to ``path`` atomically (temporary file, then rename).
+
+    Args:
+        path (str): the record's path, ``<job>/<pid>.json``.
+        record (dict): the record; see :data:`SCHEMA`.
+
+    Raises:
+        OSError: the file cannot be written.
+    """
+    tmp = f"{path}.{os.getpid()}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "w") as out:
+        json.dump(record, out)
+    os.replace(tmp, path)
+
+
+def remove(*paths):
+    """Remove files, ignoring those already gone."""
+    for path in paths:
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+
+
+def process_started(pid):
+    """Return the start time of process ``pid`` (epoch seconds), None when it is gone."""
+    import psutil
+
+    try:
+        return psutil.Process(pid).create_time()
+    except psutil.Error:
+        return None
+
+
+def sessions(root):
+    """List the live session records under ``root``; remove those of dead processes.
+
+    A record is live when its process exists and started when the record says
+    (so a recycled pid does not revive a dead session).
+
+    Args:
+        root (str): the runtime directory.
+
+    Returns:
+        list[dict]: records, newest job first, then by rank and pid.
+    """
+    found = []
+    for job in _listdir(root):
+        folder = os.path.join(root, job)
+        if not os.path.isdir(folder) or os.path.islink(folder):
+            continue
+        for name in _listdir(folder):
+            if not name.endswith(".json"):
+                continue
+            path = os.path.join(folder, name)
+            try:
+                with open(path) as source:
+                    record = json.load(source)
+                pid = int(record["pid"])
+            except (OSError, ValueError, KeyError, TypeError):
+                continue
+            started = process_started(pid)
+            expected = record.get("process_started")
+            if started is None or (expected is not None and abs(started - expected) > 1):
+                remove(path, record.get("socket") or "")
+                continue
+            found.append(record)
+        try:
+            os.rmdir(folder)  # only succeeds when the job left nothing behind
+        except OSError:
+            pass
+    newest = {}
+    for record in found:
+        newest[record["job"]] = max(newest.get(record["job"], 0), record.get("started") or 0)
+    found.sort(
+        key=lambda r: (
+            -newest[r["job"]],
+            r["job"],
+            r["rank"] if r.get("rank") is not None else -1,
+            r["pid"],
+        )
+    )
+    return found
+
+
+def _listdir(path):
+    try:
+        return sorted(os.listdir(path))
+    except OSError:
+        return []

@@ -1,0 +1,285 @@
+"""Session lifecycle: one session at a time per process.
+
+A session is opened by an uncaught exception (post-mortem) or a
+``breakpoint()``, and goes: take the terminal, or publish a record and wait
+(at most ``AUTODBG_WAIT`` seconds) for a client on the socket; run the
+debugger; on a socket client's detach, wait again; end, removing the record
+and the socket. A second exception (another thread) waits for its turn; a
+daemon thread's session holds interpreter exit until it ends.
+"""
+
+import atexit
+import os
+import sys
+import threading
+import time
+import traceback
+
+from autodbg import config, identity, registry
+from autodbg.backends import console as console_backend
+from autodbg.backends import socket as socket_backend
+from autodbg.messages import say
+
+_turn = threading.Lock()
+_current = None
+
+
+def post_mortem(exc, tb, thread=None):
+    """Open a post-mortem session at the innermost frame of ``tb``; block until it ends.
+
+    Args:
+        exc (BaseException): the uncaught exception.
+        tb (types.TracebackType | None): its traceback.
+        thread (threading.Thread | None): the thread it ended; None for the main thread.
+    """
+    if tb is None:
+        return
+    last = tb
+    while last.tb_next is not None:
+        last = last.tb_next
+    if thread is not None and thread.daemon:
+        atexit.register(_wait_for_sessions)
+    session = Session(_one_line(exc), _where(last.tb_frame, last.tb_lineno), thread)
+    try:
+        channel = session.first_channel()
+        if channel is not None:
+            from autodbg import debugger
+
+            dbg = debugger.create(session, channel, session.config.debugger, post_mortem=True)
+            dbg.reset()
+            dbg.interaction(None, tb)
+    finally:
+        session.close()
+
+
+def set_trace(frame):
+    """Open a session stopped at ``frame`` (``breakpoint()``); return once the debugger is set.
+
+    The program then runs under the debugger until the user continues with no
+    breakpoints left, quits, or the session ends without a client.
+
+    Args:
+        frame (types.FrameType): the frame to stop in.
+    """
+    current = _current
+    if current is not None and current.thread_ident == threading.get_ident() and current.debugger:
+        current.debugger.set_trace(frame)
+        return
+    session = Session(None, _where(frame, frame.f_lineno), None)
+    try:
+        channel = session.first_channel()
+        if channel is None:
+            session.close()
+            return
+        from autodbg import debugger
+
+        session.debugger = debugger.create(session, channel, session.config.debugger, post_mortem=False)
+        session.debugger.set_trace(frame)
+    except BaseException:
+        session.close()
+        raise
+
+
+def _wait_for_sessions():
+    with _turn:
+        pass
+
+
+def _one_line(exc):
+    return traceback.format_exception_only(type(exc), exc)[-1].strip()
+
+
+def _where(frame, lineno):
+    return f"{frame.f_code.co_filename}:{lineno} in {frame.f_code.co_name}"
+
+
+class Session:
+    """One debugging session of this process; created with the turn held.
+
+    Args:
+        exception (str | None): the exception as one line; None for ``breakpoint()``.
+        where (str): ``file:line in function`` of the frame it stops in.
+        thread (threading.Thread | None): the thread the exception ended.
+
+    Blocks until no other session of this process is open.
+    """
+
+    def __init__(self, exception, where, thread):
+        global _current
+        if _current is not None and _current.thread_ident == threading.get_ident():
+            _current.close()  # a breakpoint() session of this thread that never ended
+        if not _turn.acquire(blocking=False):
+            say("another debugger session of this process is open; this one waits for it to end")
+            _turn.acquire()
+        _current = self
+        self.config = config.current()
+        self.identity = identity.current
+        self.exception = exception
+        self.where = where
+        self.thread_name = None if thread is None else thread.name
+        self.thread_ident = threading.get_ident()
+        self.started = time.time()
+        self.debugger = None
+        self._server = None
+        self._link = None
+        self._console = None
+        self._record_path = None
+        self._refusing = None
+        self._may_take_console = False
+        self._closed = False
+
+    def first_channel(self):
+        """Find the first client: the terminal, else a socket client within ``AUTODBG_WAIT``.
+
+        Returns:
+            autodbg.backends.Channel | None: None when nobody came (or the runtime
+            directory is unusable, which is reported).
+        """
+        cfg = self.config
+        try:
+            self._root = registry.runtime_dir(cfg.dir)
+            folder = registry.job_dir(self._root, self.identity.job)
+        except registry.RuntimeDirError as error:
+            say(f"{error}; no debugger session")
+            return None
+        self._record_path = os.path.join(folder, f"{os.getpid()}.json")
+        has_terminal = console_backend.has_terminal()
+        self._may_take_console = cfg.mode in ("auto", "console") and has_terminal
+        if cfg.mode == "console" and not has_terminal:
+            say("AUTODBG_MODE=console, but stdin/stdout is not a terminal; using a socket session")
+        if self._may_take_console:
+            self._console = console_backend.Console.claim(self._root)
+            if self._console is not None:
+                self._publish("attached")
+                return self._console.channel()
+        if cfg.wait <= 0:
+            return None
+        try:
+            self._server = socket_backend.Server(os.path.join(folder, f"{os.getpid()}.sock"))
+        except OSError as error:
+            say(f"cannot open the session's socket: {error.strerror or error}; no debugger session")
+            return None
+        self._publish("waiting")
+        what = self.exception or "breakpoint()"
+        taken = "; the terminal is taken, this process takes it when it frees up" if self._may_take_console else ""
+        say(
+            f"{what} at {self.where}: waiting up to {cfg.wait:g} s for a debugger: "
+            f"autodbg attach {self._target()}  (or: nc -U {self._server.path}){taken}"
+        )
+        return self._wait()
+
+    def next_channel(self):
+        """Detach the current socket client and wait for the next one.
+
+        Returns:
+            autodbg.backends.Channel | None: None when nobody came within ``AUTODBG_WAIT``.
+        """
+        self._drop_client(
+            f"\r\nautodbg: detached; the session waits {self.config.wait:g} s for the next client "
+            f"(autodbg attach {self._target()})\r\n"
+        )
+        self._publish("waiting")
+        say(f"client detached; waiting up to {self.config.wait:g} s for the next one")
+        return self._wait()
+
+    def _wait(self):
+        deadline = time.monotonic() + self.config.wait
+        while True:
+            if self._may_take_console:
+                self._console = console_backend.Console.claim(self._root)
+                if self._console is not None:
+                    self._publish("attached")
+                    return self._console.channel()
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                say(f"no debugger attached within {self.config.wait:g} s (AUTODBG_WAIT); going on without one")
+                return None
+            conn = self._server.accept(min(remaining, 0.2) if self._may_take_console else remaining)
+            if conn is None:
+                continue
+            self._link = socket_backend.open_link(conn, self.interrupt)
+            self._publish("attached")
+            stop = threading.Event()
+            busy = f"busy: another client is attached to this session (pid {os.getpid()})"
+            thread = threading.Thread(
+                target=self._server.turn_away, args=(stop, busy), name="autodbg-busy", daemon=True
+            )
+            thread.start()
+            self._refusing = (stop, thread)
+            return self._link.channel
+
+    def interrupt(self):
+        """Raise KeyboardInterrupt in the debugger's thread (a client's Ctrl-C during a command)."""
+        import signal
+
+        main = threading.main_thread().ident
+        if self.thread_ident == main and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+            signal.pthread_kill(main, signal.SIGINT)  # also wakes a blocking system call
+        else:
+            import ctypes
+
+            ctypes.pythonapi.PyThreadState_SetAsyncExc(
+                ctypes.c_ulong(self.thread_ident), ctypes.py_object(KeyboardInterrupt)
+            )
+
+    def close(self):
+        """End the session: drop the client, remove record and socket, free the terminal and the turn."""
+        global _current
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self._drop_client(None)
+            if self._server is not None:
+                self._server.close()
+            if self._record_path is not None:
+                registry.remove(self._record_path)
+            if self._console is not None:
+                self._console.release()
+                self._console = None
+        finally:
+            _current = None
+            _turn.release()
+
+    def _drop_client(self, farewell):
+        if self._refusing is not None:
+            stop, thread = self._refusing
+            stop.set()
+            thread.join()  # it polls every 0.2 s; the next client must not meet it
+            self._refusing = None
+        if self._link is not None:
+            if farewell and not self._link.gone:
+                try:
+                    self._link.channel.stdout.write(farewell)
+                    self._link.channel.stdout.flush()
+                except (OSError, ValueError):
+                    pass
+            self._link.close()
+            self._link = None
+
+    def _target(self):
+        return self.identity.rank if self.identity.rank is not None else os.getpid()
+
+    def _publish(self, state):
+        ident = self.identity
+        record = {
+            "pid": os.getpid(),
+            "rank": ident.rank,
+            "local_rank": ident.local_rank,
+            "world_size": ident.world_size,
+            "host": ident.host,
+            "job": ident.job,
+            "state": state,
+            "socket": None if self._server is None else self._server.path,
+            "exception": self.exception,
+            "where": self.where,
+            "started": self.started,
+            "reason": "exception" if self.exception else "breakpoint",
+            "thread": self.thread_name,
+            "argv": list(sys.argv),
+            "process_started": registry.process_started(os.getpid()),
+        }
+        try:
+            registry.write(self._record_path, record)
+        except OSError as error:
+            say(f"cannot write the session record {self._record_path}: {error.strerror}")
