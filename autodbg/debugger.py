@@ -11,6 +11,7 @@ autodbg's subclass changes two things and keeps every command of the base:
   on the console, end of input quits, as in pdb.
 """
 
+import contextlib
 import os
 import sys
 
@@ -34,8 +35,9 @@ def create(session, channel, kind, post_mortem):
     base = None
     if kind in (None, "ipdb"):
         try:
-            from ipdb.__main__ import _get_debugger_cls, get_context_from_config
-            from IPython.terminal.debugger import TerminalPdb
+            with _imports_allowed_at_shutdown():
+                from ipdb.__main__ import _get_debugger_cls, get_context_from_config
+                from IPython.terminal.debugger import TerminalPdb
 
             # ipdb's set-up (IPython's shell and configuration), but always the
             # prompt_toolkit debugger: ipdb picks a plain one when stdin is not a
@@ -59,6 +61,25 @@ def create(session, channel, kind, post_mortem):
     debugger.autodbg_post_mortem = post_mortem
     debugger.autodbg_bind(channel, prompt_ready=True)
     return debugger
+
+
+@contextlib.contextmanager
+def _imports_allowed_at_shutdown():
+    # A thread that fails after the main thread finished runs its session while
+    # threading._shutdown() waits for it. IPython then imports
+    # concurrent.futures, whose import registers an exit hook and raises
+    # "can't register atexit after shutdown". The session holds exit anyway,
+    # so lift that flag (private, in threading since 3.9) for the imports.
+    import threading
+
+    shutting_down = getattr(threading, "_SHUTTING_DOWN", False)
+    if shutting_down:
+        threading._SHUTTING_DOWN = False
+    try:
+        yield
+    finally:
+        if shutting_down:
+            threading._SHUTTING_DOWN = True
 
 
 def _prompt_options(channel):
@@ -110,7 +131,11 @@ class _AutodbgMixin:
             completer.namespace = getattr(self, "_curframe_locals", self.curframe.f_locals)
             completer.global_namespace = self.curframe.f_globals
             try:
-                return self.thread_executor.submit(self._prompt).result()
+                if _loop_running():
+                    # IPython's reason for its prompt thread: a loop cannot run inside a loop.
+                    return self.thread_executor.submit(self._prompt).result()
+                # Otherwise prompt here: no thread to start, which also works at shutdown.
+                return self._prompt()
             except EOFError:
                 return "EOF"
         if channel.kind == "console" and channel.stdin is sys.stdin and channel.stdout is sys.stdout:
@@ -141,3 +166,8 @@ class _AutodbgMixin:
         # After a breakpoint(), the session lasts while the debugger may stop again.
         if not self.autodbg_post_mortem and (self.quitting or (self.stoplineno == -1 and not self.breaks)):
             self.autodbg_session.close()
+
+
+def _loop_running():
+    asyncio = sys.modules.get("asyncio")
+    return asyncio is not None and asyncio._get_running_loop() is not None
