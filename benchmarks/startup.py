@@ -7,22 +7,26 @@ when ``AUTODBG`` is true. This script measures that cost:
 1. ``python -c pass`` (normal ``site`` processing) in a venv without autodbg
    vs a venv with autodbg installed and ``AUTODBG`` unset;
 2. in the venv with autodbg: ``AUTODBG=1`` vs ``AUTODBG`` unset;
-3. the in-process cost of the bootstrap, from ``python -X importtime``;
+3. the in-process costs: the bootstrap's, from ``python -X importtime`` with
+   ``AUTODBG=1``, and the ``.pth`` line's with ``AUTODBG`` unset, timed around
+   ``site.addpackage`` (which ``-X importtime`` cannot see: nothing is imported);
 4. the modules the bootstrap adds to ``sys.modules``.
 
 How: two temporary venvs are made the same way (``python -m venv``, same base
 interpreter), and autodbg is installed from this repository into one of them,
-so the only difference is autodbg and its ``.pth``. The runs of all variants
-are interleaved, in a shuffled order each round, so that drift (CPU frequency,
-other load) hits every variant alike. Each run is timed from the parent with
-``time.perf_counter`` around ``subprocess.run``; the figures are the median and
-a trimmed mean, with a bootstrap 95% confidence interval for the difference of
-medians, so that a difference can be told from noise.
+so the only difference is autodbg and its ``.pth``. Each run is timed from the
+parent with ``time.perf_counter`` around ``subprocess.run``. The runs go in
+rounds of one run per variant, in a shuffled order each round. Single runs
+spread over several ms on a busy or virtual machine, far more than the
+differences sought, but most of that spread is shared by the runs of a round;
+so the differences are taken per round (paired) and summarised by their median
+and trimmed mean, with a bootstrap 95% confidence interval for the median.
+The ratio is the base variant's median plus that difference, over the former.
 
 Goals: at most +0.2 ms with ``AUTODBG`` unset, at most +1 ms with ``AUTODBG=1``.
 
-Run: ``.venv/bin/python benchmarks/startup.py`` (stdlib only; under a minute or
-two). Prints figures only: no timed assertions, exit status 0.
+Run: ``.venv/bin/python benchmarks/startup.py`` (stdlib only, under a minute on
+two cores). Prints figures only: no timed assertions, exit status 0.
 """
 
 import importlib.util
@@ -36,8 +40,8 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-WARMUP_RUNS = 10  # per variant; also lets the children write any missing .pyc
-RUNS = 200  # per variant
+WARMUP_ROUNDS = 10  # also lets the children write any missing .pyc
+ROUNDS = 200  # one run per variant each
 IMPORTTIME_RUNS = 30
 TRIM = 0.1  # fraction dropped at each end for the trimmed mean
 BOOTSTRAP_RESAMPLES = 2000
@@ -77,13 +81,18 @@ def clean_env(autodbg=None):
     return env
 
 
-def run(*command, env=None):
-    """Run a set-up command; on failure show its output, then raise."""
-    done = subprocess.run(command, env=env, capture_output=True, text=True)
+def run(*command, env=None, stream="stdout"):
+    """Run a command that is not timed and return its stdout (or stderr).
+
+    On failure, show its output, then raise.
+    """
+    done = subprocess.run(
+        command, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True
+    )
     if done.returncode:
         sys.stderr.write(done.stdout + done.stderr)
         done.check_returncode()
-    return done.stdout
+    return getattr(done, stream)
 
 
 def make_venv(path):
@@ -119,12 +128,13 @@ def time_once(python, env):
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        check=True,  # a failing child would time something else
     )
     return (time.perf_counter() - start) * 1000
 
 
 def time_interleaved(variants, rounds, shuffle):
-    """Time ``rounds`` runs of each variant, one of each per round.
+    """Time ``rounds`` rounds of one run of each variant.
 
     Args:
         variants (dict[str, tuple[str, dict]]): name -> (python, env).
@@ -133,7 +143,7 @@ def time_interleaved(variants, rounds, shuffle):
             always runs right after the same other one.
 
     Returns:
-        dict[str, list[float]]: name -> wall times in ms.
+        dict[str, list[float]]: name -> wall times in ms, in round order.
     """
     times = {name: [] for name in variants}
     names = list(variants)
@@ -145,29 +155,37 @@ def time_interleaved(variants, rounds, shuffle):
 
 
 def trimmed_mean(values):
+    """Return the mean of ``values`` without the ``TRIM`` fraction at each end."""
     values = sorted(values)
     cut = int(len(values) * TRIM)
     return statistics.fmean(values[cut : len(values) - cut])
 
 
-def median_diff_ci(base, other, resample):
-    """Return a bootstrap 95% confidence interval for median(other) - median(base)."""
-    diffs = sorted(
-        statistics.median(resample.choices(other, k=len(other)))
-        - statistics.median(resample.choices(base, k=len(base)))
+def paired_diff(base, other, resample):
+    """Compare two variants timed in the same rounds, round by round.
+
+    Returns:
+        tuple[float, float, tuple[float, float]]: the median and trimmed mean of
+        ``other - base`` per round, and a bootstrap 95% confidence interval
+        for that median.
+    """
+    diffs = [b - a for a, b in zip(base, other)]
+    medians = sorted(
+        statistics.median(resample.choices(diffs, k=len(diffs)))
         for _ in range(BOOTSTRAP_RESAMPLES)
     )
-    return diffs[int(0.025 * len(diffs))], diffs[int(0.975 * len(diffs)) - 1]
+    ci = medians[int(0.025 * BOOTSTRAP_RESAMPLES)], medians[int(0.975 * BOOTSTRAP_RESAMPLES) - 1]
+    return statistics.median(diffs), trimmed_mean(diffs), ci
 
 
 def verdict(ci, goal):
-    """Judge a goal on the confidence interval, not the point estimate alone."""
+    """Judge a goal on the confidence interval, not on the point estimate alone."""
     low, high = ci
     if high <= goal:
         return "met"
     if low > goal:
         return "NOT met"
-    return "inconclusive: the 95% CI spans the goal"
+    return "inconclusive, the 95% CI spans it"
 
 
 def autodbg_import_us(python, env):
@@ -177,17 +195,9 @@ def autodbg_import_us(python, env):
     package and its own imports nest under it. Summing the cumulative time of
     the shallowest ``autodbg*`` lines counts each of them once.
     """
-    done = subprocess.run(
-        [python, "-X", "importtime", "-c", "pass"],
-        env=env,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-        check=True,
-    )
+    stderr = run(python, "-X", "importtime", "-c", "pass", env=env, stream="stderr")
     entries = []  # (depth, cumulative µs)
-    for line in done.stderr.splitlines():
+    for line in stderr.splitlines():
         fields = line.removeprefix("import time:").split("|")
         if len(fields) != 3 or not fields[1].strip().isdigit():
             continue  # the header line, or a warning
@@ -195,44 +205,61 @@ def autodbg_import_us(python, env):
         if name.lstrip().startswith("autodbg"):
             entries.append(((len(name) - len(name.lstrip())) // 2, int(fields[1])))
     if not entries:
-        return 0  # autodbg was not imported; the module lists below show it
+        return 0  # autodbg was not imported; the module lists show it too
     top = min(depth for depth, _ in entries)
     return sum(cumulative for depth, cumulative in entries if depth == top)
 
 
+def pth_us(python, env):
+    """Return the in-process cost of ``autodbg.pth`` with ``AUTODBG`` unset, in µs.
+
+    Times ``site.addpackage``, which is what ``site`` calls for each ``.pth`` at
+    start-up: open, read, ``exec`` the line. Done again after start-up, it runs
+    warm, so the figure leaves out first-use costs that start-up may pay.
+    """
+    code = (
+        "import site, sysconfig, time\n"
+        "site_packages = sysconfig.get_path('purelib')\n"  # slow: keep it out of the timing
+        "start = time.perf_counter()\n"
+        "site.addpackage(site_packages, 'autodbg.pth', set())\n"
+        "print((time.perf_counter() - start) * 1e6)"
+    )
+    return float(run(python, "-c", code, env=env))
+
+
 def modules_at_startup(python, env):
-    """Return the set of modules loaded before ``-c`` code runs (its own code imports none)."""
+    """Return the modules loaded when ``-c`` code starts (the code imports nothing)."""
     return set(run(python, "-c", PRINT_MODULES, env=env).split())
 
 
-def report(times, ci_resample, import_us, added_enabled, added_unset):
+def report(times, resample, import_us, pth_cost_us, added_enabled, added_unset):
     """Print the results table, the goals and the module lists."""
-    without, unset, enabled = (times[name] for name in ("without", "unset", "enabled"))
-    print(f"start-up (python -c pass), {RUNS} interleaved runs each, in ms"
-          f" (trimmed mean drops {TRIM:.0%} at each end)")
-    print(f"  {'':30} {'median':>7} {'trimmed':>8}   {'diff median (95% CI)':<26}"
-          f" {'diff trimmed':>12}  ratio")
+    print(f"start-up (python -c pass): {ROUNDS} rounds of one run per variant, in ms;"
+          f" trimmed means drop {TRIM:.0%} at each end")
+    print(f"  {'':29} {'median':>7} {'trimmed':>8}   {'paired diff (95% CI)':<24}"
+          f" {'trimmed':>7}  ratio")
     rows = [
-        ("venv without autodbg", without, None, ""),
-        ("with autodbg, AUTODBG unset", unset, without, "vs without"),
-        ("with autodbg, AUTODBG=1", enabled, unset, "vs unset"),
+        ("venv without autodbg", "without", None),
+        ("with autodbg, AUTODBG unset", "unset", "without"),
+        ("with autodbg, AUTODBG=1", "enabled", "unset"),
     ]
     cis = {}
-    for label, sample, base, against in rows:
-        line = f"  {label:30} {statistics.median(sample):7.2f} {trimmed_mean(sample):8.2f}"
+    for label, name, base in rows:
+        sample = times[name]
+        line = f"  {label:29} {statistics.median(sample):7.2f} {trimmed_mean(sample):8.2f}"
         if base is not None:
-            diff = statistics.median(sample) - statistics.median(base)
-            cis[label] = low, high = median_diff_ci(base, sample, ci_resample)
-            interval = f"{diff:+.2f} ({low:+.2f} .. {high:+.2f})"
-            line += (f"   {interval:<26} {trimmed_mean(sample) - trimmed_mean(base):+12.2f}"
-                     f"  {statistics.median(sample) / statistics.median(base):.3f} {against}")
+            diff, trimmed, cis[name] = paired_diff(times[base], sample, resample)
+            ratio = 1 + diff / statistics.median(times[base])
+            interval = f"{diff:+.2f} ({cis[name][0]:+.2f} .. {cis[name][1]:+.2f})"
+            line += f"   {interval:<24} {trimmed:+7.2f}  {ratio:.3f} vs {base}"
         print(line)
     print(f"goals: AUTODBG unset at most +{GOAL_UNSET_MS} ms:"
-          f" {verdict(cis['with autodbg, AUTODBG unset'], GOAL_UNSET_MS)};"
+          f" {verdict(cis['unset'], GOAL_UNSET_MS)};"
           f" AUTODBG=1 at most +{GOAL_ENABLED_MS} ms:"
-          f" {verdict(cis['with autodbg, AUTODBG=1'], GOAL_ENABLED_MS)}")
-    print(f"autodbg import time (-X importtime, AUTODBG=1): median {import_us:.0f} us"
-          f" over {IMPORTTIME_RUNS} runs")
+          f" {verdict(cis['enabled'], GOAL_ENABLED_MS)}")
+    print(f"in-process, median of {IMPORTTIME_RUNS} runs:"
+          f" bootstrap import (-X importtime, AUTODBG=1) {import_us:.0f} us;"
+          f" autodbg.pth line (AUTODBG unset) {pth_cost_us:.0f} us")
     print(f"modules the bootstrap adds: {' '.join(sorted(added_enabled)) or 'none (!)'}")
     print(f"modules added with AUTODBG unset (vs venv without autodbg):"
           f" {' '.join(sorted(added_unset)) or 'none'}")
@@ -253,22 +280,27 @@ def main():
             "unset": (with_python, clean_env()),
             "enabled": (with_python, clean_env(autodbg="1")),
         }
-        log(f"warming up ({WARMUP_RUNS} runs each), then timing ({RUNS} runs each)")
-        time_interleaved(variants, WARMUP_RUNS, seeded)
-        times = time_interleaved(variants, RUNS, seeded)
+        log(f"warming up ({WARMUP_ROUNDS} rounds), then timing ({ROUNDS} rounds)")
+        time_interleaved(variants, WARMUP_ROUNDS, seeded)
+        times = time_interleaved(variants, ROUNDS, seeded)
 
-        log(f"-X importtime ({IMPORTTIME_RUNS} runs)")
+        log(f"in-process costs ({IMPORTTIME_RUNS} runs each)")
         import_us = statistics.median(
             autodbg_import_us(with_python, clean_env(autodbg="1"))
             for _ in range(IMPORTTIME_RUNS)
         )
-        added_enabled = modules_at_startup(with_python, clean_env(autodbg="1")) - (
-            modules_at_startup(with_python, clean_env())
+        pth_cost_us = statistics.median(
+            pth_us(with_python, clean_env()) for _ in range(IMPORTTIME_RUNS)
         )
-        added_unset = modules_at_startup(with_python, clean_env()) - modules_at_startup(
-            without_python, clean_env()
-        )
-    report(times, seeded, import_us, added_enabled, added_unset)
+        startup_modules = {name: modules_at_startup(*variants[name]) for name in variants}
+    report(
+        times,
+        seeded,
+        import_us,
+        pth_cost_us,
+        added_enabled=startup_modules["enabled"] - startup_modules["unset"],
+        added_unset=startup_modules["unset"] - startup_modules["without"],
+    )
 
 
 if __name__ == "__main__":

@@ -1,0 +1,90 @@
+"""Real torchrun jobs (gloo on CPU): sessions per rank, reached with the CLI, nc and a terminal."""
+
+import os
+import subprocess
+import time
+
+import pexpect
+import pytest
+
+from conftest import PYTHON
+from harness import BIN, plain, records, target, wait_for_record, wait_until
+
+pytest.importorskip("torch")
+pytestmark = [pytest.mark.torch, pytest.mark.timeout(240)]
+TORCHRUN = os.path.join(BIN, "torchrun")
+AUTODBG = os.path.join(BIN, "autodbg")
+
+
+def torchrun(nproc, script):
+    return [TORCHRUN, "--standalone", f"--nproc_per_node={nproc}", target(script)]
+
+
+def test_rank_session_attach_detach_and_quit(env, runtime_dir, start, spawn):
+    job = start(torchrun(3, "ddp_crash.py"), env)  # stdout is a pipe: no terminal
+    record = wait_for_record(runtime_dir, timeout=120, rank=1, state="waiting")
+    assert record["world_size"] == 3 and record["local_rank"] == 1
+    assert record["exception"] == "IndexError: list index out of range"
+    assert record["where"] == f"{target('ddp_crash.py')}:10 in step"
+    assert record["job"] and record["host"] == os.uname().nodename
+    job.wait_for("autodbg attach 1")
+    # The traceback comes first, once, through torch's own prefixing excepthook.
+    assert job.output.index("[rank1]: IndexError") < job.output.index("autodbg: [rank 1]")
+
+    cli = spawn(f"{AUTODBG} attach 1", env)
+    cli.expect("ipdb>")
+    cli.sendline("p scale")
+    cli.expect("7")
+    cli.sendline("up")
+    cli.expect("ipdb>")
+    cli.sendline("p sorted(crashing)")  # a local of the caller, main()
+    cli.expect(r"\[1\]")
+    assert "loss = step(batch, index)" in plain(cli.logfile_read.getvalue())
+    cli.expect("ipdb>")
+    cli.sendcontrol("d")
+    cli.expect(pexpect.EOF)
+    cli.close()
+    assert cli.exitstatus == 0
+
+    wait_for_record(runtime_dir, rank=1, state="waiting")
+    nc = spawn(f"nc -U {record['socket']}", env)
+    nc.expect("ipdb> ")
+    nc.sendline("p index")
+    nc.expect("5")
+    quit_at = time.monotonic()
+    nc.sendline("q")
+    nc.expect(pexpect.EOF)
+    status = job.wait(30)
+    assert time.monotonic() - quit_at < 10
+    assert status != 0
+    assert job.output.count("[rank1]: IndexError: list index out of range") == 1
+    assert "ChildFailedError" in job.output  # torchrun names the failed rank as usual
+    assert "autodbg: [rank 0]" not in job.output.replace("autodbg: [rank 0] RuntimeError because a peer", "")
+    assert records(runtime_dir) == []
+
+
+def test_two_ranks_share_one_terminal(env, runtime_dir, spawn):
+    env["CRASH_RANKS"] = "0,1"
+    job = spawn(" ".join(torchrun(2, "ddp_crash.py")), env, timeout=120)
+    job.expect("ipdb>")
+    owner = wait_until(
+        lambda: [r for r in records(runtime_dir) if r["socket"] is None], 30, "the terminal owner's record"
+    )[0]
+    other = wait_for_record(runtime_dir, state="waiting")
+    assert {owner["rank"], other["rank"]} == {0, 1}
+    assert "the terminal is taken" in job.logfile_read.getvalue() + job.buffer
+
+    # The other rank is attachable over its socket while the first owns the terminal.
+    cli = spawn(f"{AUTODBG} attach {other['rank']}", env)
+    cli.expect("ipdb>")
+    cli.sendline("p int(os.environ['RANK']) + 100")
+    cli.expect(str(other["rank"] + 100))
+    cli.sendcontrol("d")
+    cli.expect(pexpect.EOF)
+
+    # Every keystroke on the terminal reaches the owner: nobody else reads it.
+    job.sendline("p int(os.environ['RANK']) * 1000 + scale * 111111")
+    job.expect(str(owner["rank"] * 1000 + 777777))
+    job.expect("ipdb>")
+    job.sendline("q")
+    job.expect(pexpect.EOF, timeout=60)
