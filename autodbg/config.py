@@ -80,8 +80,7 @@ def load(environ=os.environ, warn=None):
     Returns:
         Config: the settings, defaults in place of bad values.
     """
-    if warn is None:
-        from autodbg.messages import say as warn
+    warn = warn or _say
 
     mode = environ.get("AUTODBG_MODE", "auto").strip().lower() or "auto"
     if mode not in MODES:
@@ -132,6 +131,12 @@ def _signal_number(raw, warn):
         warn(_bad("AUTODBG_STACK_SIGNAL", raw, "a signal name (USR1, SIGUSR2) or number, or off", "SIGUSR1"))
         return default
     return number
+
+
+def _say(line):
+    from autodbg.messages import say  # only when a value is bad: not on the start-up path
+
+    say(line)
 
 
 def _bad(variable, value, allowed, default):

@@ -16,8 +16,6 @@ finder patches ``torch.distributed`` when, and only when, the program imports it
 import os
 import sys
 
-from autodbg.messages import say
-
 _config = None
 _original_excepthook = None  # the hook before autodbg's; prints for wrappers above us
 _printing_excepthook = None  # what autodbg's hook calls to print the traceback
@@ -166,6 +164,13 @@ def after_import(name, callback):
     if not _watched:
         sys.meta_path.insert(0, _PostImportFinder)
     _watched[name] = callback
+
+
+def say(text):
+    """Print one ``autodbg:`` line (see :mod:`autodbg.messages`, imported only when needed)."""
+    from autodbg import messages
+
+    messages.say(text)
 
 
 def _run_callback(callback, module):

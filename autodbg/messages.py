@@ -3,12 +3,10 @@
 Every line starts with ``autodbg:`` and, where known, ``[rank N]``. It goes to
 ``sys.__stderr__`` because torch's excepthook swaps ``sys.stderr`` for a
 ``StringIO`` while it runs (``torch/distributed/distributed_c10d.py``).
-Start-up path: imports only ``sys``.
+Not imported at start-up unless a setting is bad.
 """
 
 import sys
-
-from autodbg import identity
 
 
 def say(text):
@@ -17,6 +15,8 @@ def say(text):
     Args:
         text (str): one line, without the prefix.
     """
+    from autodbg import identity
+
     line = f"autodbg: {identity.current.label()}{text}\n"
     try:
         stream = sys.__stderr__
