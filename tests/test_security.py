@@ -61,10 +61,10 @@ def test_client_of_another_uid_is_refused(env, spawn, start, other_user):
     # not stop, so only the server's SO_PEERCRED check can refuse it.
     runtime_dir = tempfile.mkdtemp(prefix="adu-", dir="/tmp")
     os.chown(runtime_dir, other_user.pw_uid, other_user.pw_gid)
-    env["AUTODBG_DIR"] = runtime_dir
+    env.update(AUTODBG_DIR=runtime_dir, AUTODBG_DEBUGGER="pdb")
     try:
-        proc = start(["setpriv", f"--reuid={other_user.pw_uid}", f"--regid={other_user.pw_gid}",
-                      "--clear-groups", PYTHON, target("crash.py")], env)
+        uid, gid = str(other_user.pw_uid), str(other_user.pw_gid)
+        proc = start([PYTHON, target("as_user.py"), uid, gid], env)
         proc.wait_for("waiting up to")
         sockets = wait_until(
             lambda: [os.path.join(d, f) for d, _, fs in os.walk(runtime_dir) for f in fs if f.endswith(".sock")],
