@@ -63,9 +63,11 @@ def test_rank_session_attach_detach_and_quit(env, runtime_dir, start, spawn):
     assert records(runtime_dir) == []
 
 
-def test_two_ranks_share_one_terminal(env, runtime_dir, spawn):
+def test_two_ranks_share_one_terminal(env, runtime_dir, spawn, tmp_path):
     env["CRASH_RANKS"] = "0,1"
-    job = spawn(" ".join(torchrun(2, "ddp_crash.py")), env, timeout=120)
+    script = tmp_path / "job.sh"
+    script.write_text(f"stty -a > {tmp_path}/before\n{' '.join(torchrun(2, 'ddp_crash.py'))}\nstty -a > {tmp_path}/after\n")
+    job = spawn(f"bash {script}", env, timeout=120)
     job.expect("ipdb>")
     owner = wait_until(
         lambda: [r for r in records(runtime_dir) if r["socket"] is None], 30, "the terminal owner's record"
@@ -88,3 +90,6 @@ def test_two_ranks_share_one_terminal(env, runtime_dir, spawn):
     job.expect("ipdb>")
     job.sendline("q")
     job.expect(pexpect.EOF, timeout=60)
+    # torchrun then stops the other rank, which may hold the terminal by then:
+    # its modes are restored either way.
+    assert (tmp_path / "before").read_text() == (tmp_path / "after").read_text()
