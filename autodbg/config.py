@@ -13,7 +13,9 @@ TRUE = ("1", "true", "yes", "on")
 FALSE = ("", "0", "false", "no", "off")
 MODES = ("auto", "console", "socket", "off")
 DEBUGGERS = ("ipdb", "pdb")
+COLLATERAL = ("skip", "debug")
 DEFAULT_WAIT = 3600.0
+DEFAULT_PG_TIMEOUT = 7200.0
 
 # Every variable autodbg reads, with its default as documented in the README's
 # table (a test keeps the two in sync).
@@ -25,6 +27,9 @@ VARIABLES = {
     "AUTODBG_STACK_SIGNAL": "SIGUSR1",
     "AUTODBG_DEBUGGER": "ipdb when importable, else pdb",
     "AUTODBG_JOB": "set by autodbg",
+    "AUTODBG_PG_TIMEOUT": "7200",
+    "AUTODBG_COLLATERAL": "skip",
+    "AUTODBG_LAUNCHER": "set by autodbg",
 }
 
 
@@ -53,12 +58,21 @@ class Config:
         stack_signal (int | None): signal number that dumps every thread's stack,
             None when ``AUTODBG_STACK_SIGNAL=off``.
         debugger (str | None): ``ipdb`` or ``pdb``; None means ipdb when importable.
+        pg_timeout (float): seconds; the process-group timeout autodbg gives
+            ``init_process_group`` when the program passes none.
+        collateral (str): ``skip`` (no session for a rank that fails because a
+            peer is gone or in a session) or ``debug`` (a session anyway).
+        launcher (int | None): pid of the autodbg-aware torchrun launcher that
+            announces this process's sessions (``AUTODBG_LAUNCHER``, set by it).
     """
 
-    __slots__ = ("mode", "wait", "dir", "stack_signal", "debugger")
+    __slots__ = ("mode", "wait", "dir", "stack_signal", "debugger", "pg_timeout", "collateral", "launcher")
 
-    def __init__(self, mode, wait, dir, stack_signal, debugger):
-        for name, value in zip(self.__slots__, (mode, wait, dir, stack_signal, debugger)):
+    def __init__(
+        self, mode, wait, dir, stack_signal, debugger, pg_timeout=DEFAULT_PG_TIMEOUT, collateral="skip", launcher=None
+    ):
+        values = (mode, wait, dir, stack_signal, debugger, pg_timeout, collateral, launcher)
+        for name, value in zip(self.__slots__, values):
             object.__setattr__(self, name, value)
 
     def __setattr__(self, name, value):
@@ -87,16 +101,8 @@ def load(environ=os.environ, warn=None):
         warn(_bad("AUTODBG_MODE", mode, "one of " + ", ".join(MODES), "auto"))
         mode = "auto"
 
-    wait = DEFAULT_WAIT
-    raw = environ.get("AUTODBG_WAIT", "").strip()
-    if raw:
-        try:
-            wait = float(raw)
-            if not (0 <= wait < float("inf")):
-                raise ValueError
-        except ValueError:
-            warn(_bad("AUTODBG_WAIT", raw, "a number of seconds >= 0", "3600"))
-            wait = DEFAULT_WAIT
+    wait = _seconds(environ, "AUTODBG_WAIT", DEFAULT_WAIT, 0, warn)
+    pg_timeout = _seconds(environ, "AUTODBG_PG_TIMEOUT", DEFAULT_PG_TIMEOUT, 1, warn)
 
     directory = environ.get("AUTODBG_DIR", "").strip() or None
 
@@ -107,7 +113,29 @@ def load(environ=os.environ, warn=None):
         warn(_bad("AUTODBG_DEBUGGER", debugger, "ipdb or pdb", "ipdb when importable"))
         debugger = None
 
-    return Config(mode, wait, directory, stack_signal, debugger)
+    collateral = environ.get("AUTODBG_COLLATERAL", "").strip().lower() or "skip"
+    if collateral not in COLLATERAL:
+        warn(_bad("AUTODBG_COLLATERAL", collateral, "skip or debug", "skip"))
+        collateral = "skip"
+
+    launcher = environ.get("AUTODBG_LAUNCHER", "").strip()
+    launcher = int(launcher) if launcher.isdigit() else None
+
+    return Config(mode, wait, directory, stack_signal, debugger, pg_timeout, collateral, launcher)
+
+
+def _seconds(environ, variable, default, least, warn):
+    raw = environ.get(variable, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+        if least <= value < float("inf"):
+            return value
+    except ValueError:
+        pass
+    warn(_bad(variable, raw, f"a number of seconds >= {least:g}", f"{default:g}"))
+    return default
 
 
 def _signal_number(raw, warn):

@@ -41,7 +41,9 @@ def install(config):
     if not os.environ.get("PYTHONBREAKPOINT"):
         sys.breakpointhook = breakpointhook
     after_import("threading", _patch_threading)
-    after_import("torch.distributed", _patch_torch)
+    after_import("torch.distributed", _later("torch_hooks", "patch"))
+    after_import("torch.distributed.elastic.multiprocessing.api", _later("launcher", "patch_signals"))
+    after_import("torch.distributed.elastic.agent.server.local_elastic_agent", _later("launcher", "patch_agent"))
 
 
 def excepthook(exc_type, exc, tb):
@@ -137,10 +139,13 @@ def _patch_threading(threading):
     threading.excepthook = thread_excepthook
 
 
-def _patch_torch(module):
-    from autodbg import torch_hooks
+def _later(module, function):
+    """Return a post-import callback that imports ``autodbg.<module>`` only when it runs."""
 
-    torch_hooks.patch(module)
+    def callback(imported):
+        getattr(__import__(f"autodbg.{module}", fromlist=[function]), function)(imported)
+
+    return callback
 
 
 _watched = {}

@@ -52,7 +52,7 @@ def post_mortem(exc, tb, thread=None):
         session.close()
 
 
-def set_trace(frame):
+def set_trace(frame, intro=None):
     """Open a session stopped at ``frame`` (``breakpoint()``); return once the debugger is set.
 
     The program then runs under the debugger until the user continues with no
@@ -60,6 +60,7 @@ def set_trace(frame):
 
     Args:
         frame (types.FrameType): the frame to stop in.
+        intro (str | None): shown to the client before the first prompt.
     """
     current = _current
     if current is not None and current.thread_ident == threading.get_ident() and current.debugger:
@@ -74,6 +75,8 @@ def set_trace(frame):
         from autodbg import debugger
 
         session.debugger = debugger.create(session, channel, session.config.debugger, post_mortem=False)
+        if intro:
+            session.debugger.message(intro)
         session.debugger.set_trace(frame)
     except BaseException:
         session.close()
@@ -160,12 +163,13 @@ class Session:
             say(f"cannot open the session's socket: {error.strerror or error}; no debugger session")
             return None
         self._publish("waiting")
-        what = self.exception or "breakpoint()"
-        taken = "; the terminal is taken, this process takes it when it frees up" if self._may_take_console else ""
-        say(
-            f"{what} at {self.where}: waiting up to {cfg.wait:g} s for a debugger: "
-            f"autodbg attach {self._target()}  (or: nc -U {self._server.path}){taken}"
-        )
+        if cfg.launcher is None or cfg.launcher != os.getppid():  # else torchrun announces it
+            what = self.exception or "breakpoint()"
+            taken = "; the terminal is taken, this process takes it when it frees up" if self._may_take_console else ""
+            say(
+                f"{what} at {self.where}: waiting up to {cfg.wait:g} s for a debugger: "
+                f"autodbg attach {self._target()}  (or: nc -U {self._server.path}){taken}"
+            )
         return self._wait()
 
     def next_channel(self):

@@ -1,32 +1,45 @@
-"""Everything that knows about torch.distributed and torchrun's launcher.
+"""Everything that knows about torch.distributed on the ranks' side.
 
 Imported only when the program itself imports ``torch.distributed`` (through
 the post-import hook in :mod:`autodbg.hooks`) or when an exception reaches
 autodbg in a process that has imported it; autodbg never imports torch.
+torchrun's launcher process is :mod:`autodbg.launcher`'s business.
 
-Torch behaviour relied on (torch 2.13, ``torch/distributed/distributed_c10d.py``):
-``init_process_group`` replaces ``sys.excepthook`` with ``_distributed_excepthook``,
-which calls the previous hook with ``sys.stderr`` swapped for a ``StringIO``
-and then prints the text with a ``[rankN]:`` prefix. A debugger started under
-it would write into the ``StringIO`` and the traceback would show only after
-the session, so autodbg puts its own hook back on top after the call.
+Torch behaviour relied on (torch 2.13, ``torch/distributed/distributed_c10d.py``
+and ``torch/distributed/__init__.py``), each with a test in tests/test_torch_hooks.py:
+
+* ``init_process_group`` replaces ``sys.excepthook`` with
+  ``_distributed_excepthook``, which calls the previous hook with
+  ``sys.stderr`` swapped for a ``StringIO`` and then prints the text with a
+  ``[rankN]:`` prefix. A debugger started under it would write into the
+  ``StringIO``, so autodbg puts its own hook back on top after the call.
+* ``init_process_group(timeout=None)`` means the backend's default (30 min
+  for gloo, 10 min for NCCL): peers of a rank in a debugger give up after
+  that, so autodbg passes ``AUTODBG_PG_TIMEOUT`` instead.
+* ``torch.distributed.breakpoint()`` makes its debugger with the module's
+  ``_make_distributed_pdb()`` and calls ``message()`` and ``set_trace()`` on
+  it, then waits in ``barrier()``; autodbg supplies a stand-in whose
+  ``set_trace()`` opens an autodbg session, so the rank is reachable over
+  its socket even when torchrun filters its output.
 """
 
+import datetime
 import functools
+import os
 import sys
 
-from autodbg import hooks
+from autodbg import config, identity
+from autodbg.hooks import adopt, excepthook, say
 
-# Phrases of gloo's and the c10d store's errors when a peer process is gone.
-_PEER_GONE = (
-    "Connection closed by peer",
-    "Connection reset by peer",
-    "Broken pipe",
-)
+# Phrases of gloo's, NCCL's and the c10d store's errors when a peer process is gone.
+_PEER_GONE = ("Connection closed by peer", "Connection reset by peer", "Broken pipe")
+# What makes an exception a communication failure that another rank can cause.
+_COMMUNICATION = ("gloo", "nccl", "NCCL", "c10d", "Timed out", "timed out", "Connection")
+_DIST_ERRORS = ("DistError", "DistBackendError", "DistNetworkError", "DistStoreError")
 
 
 def patch(distributed):
-    """Wrap ``init_process_group`` of the just-imported ``torch.distributed``.
+    """Wrap ``init_process_group`` and ``breakpoint()`` of the just-imported ``torch.distributed``.
 
     Args:
         distributed (types.ModuleType): the ``torch.distributed`` module.
@@ -38,21 +51,70 @@ def patch(distributed):
 
     @functools.wraps(original)
     def init_process_group(*args, **kwargs):
+        args, kwargs = _with_timeout(original, args, kwargs)
         try:
             return original(*args, **kwargs)
         finally:
             _reclaim_excepthook()
+            _learn_identity(distributed)
 
     init_process_group.__autodbg__ = True
     c10d.init_process_group = init_process_group
     if getattr(distributed, "init_process_group", None) is original:
         distributed.init_process_group = init_process_group
+    if hasattr(distributed, "_make_distributed_pdb"):
+        distributed._make_distributed_pdb = _BreakpointDebugger
+
+
+def _with_timeout(original, args, kwargs):
+    import inspect
+
+    bound = inspect.signature(original).bind_partial(*args, **kwargs)
+    timeout = bound.arguments.get("timeout")
+    if timeout is not None:
+        seconds = timeout.total_seconds()
+        if seconds < config.current().pg_timeout:
+            say(
+                f"the program sets a process-group timeout of {seconds:g} s: a debugger session "
+                "longer than that gets cut short when the other ranks time out "
+                "(AUTODBG_PG_TIMEOUT applies only when the program sets none)"
+            )
+        return args, kwargs
+    bound.arguments["timeout"] = datetime.timedelta(seconds=config.current().pg_timeout)
+    return bound.args, bound.kwargs
 
 
 def _reclaim_excepthook():
     hook = sys.excepthook
-    if hook is not hooks.excepthook and getattr(hook, "__name__", "") == "_distributed_excepthook":
-        hooks.adopt(hook)
+    if hook is not excepthook and getattr(hook, "__name__", "") == "_distributed_excepthook":
+        adopt(hook)
+
+
+def _learn_identity(distributed):
+    # mp.spawn-style programs pass rank= to init_process_group: the environment has none.
+    if distributed.is_initialized():
+        me = identity.current
+        if me.rank is None:
+            me.rank = distributed.get_rank()
+        if me.world_size is None:
+            me.world_size = distributed.get_world_size()
+
+
+class _BreakpointDebugger:
+    """Stands in for the pdb that ``torch.distributed.breakpoint()`` makes: ``message`` and ``set_trace``."""
+
+    def __init__(self):
+        self._messages = []
+
+    def message(self, text):
+        """Keep ``text`` for the session's client (torch's "Type 'up' ..." hint)."""
+        self._messages.append(text)
+
+    def set_trace(self, frame=None):
+        """Open an autodbg session stopped in ``frame`` (default: the caller, torch's breakpoint())."""
+        from autodbg import session
+
+        session.set_trace(frame or sys._getframe(1), intro="\n".join(self._messages))
 
 
 def let_pass(exc):
@@ -64,12 +126,41 @@ def let_pass(exc):
     Returns:
         bool | str: True to pass quietly (torchrun's launcher reporting a failed
         worker with ``ChildFailedError``: the worker's own session is the one to
-        debug), a one-line reason for a collateral failure (a peer rank is gone),
-        False to open a session.
+        debug); a one-line reason for a collateral failure (a communication
+        error because a peer rank is gone or sits in a debugger), unless
+        ``AUTODBG_COLLATERAL=debug``; False to open a session.
     """
     kind = type(exc)
     if kind.__name__ == "ChildFailedError" and kind.__module__.startswith("torch.distributed.elastic"):
         return True
-    if isinstance(exc, RuntimeError) and any(p in str(exc) for p in _PEER_GONE):
-        return f"{kind.__name__} because a peer rank is gone (collateral, not this rank's bug); no debugger session"
-    return False
+    if config.current().collateral == "debug" or not isinstance(exc, RuntimeError):
+        return False
+    text = str(exc)
+    if any(phrase in text for phrase in _PEER_GONE):
+        why = "a peer rank is gone"
+    elif kind.__name__ in _DIST_ERRORS or any(marker in text for marker in _COMMUNICATION):
+        peers = _peers_in_session()
+        if not peers:
+            return False
+        why = f"rank {peers[0]} is in a debugger session" if len(peers) == 1 else f"ranks {peers} are in debugger sessions"
+    else:
+        return False
+    return (
+        f"{kind.__name__} because {why} (collateral, not this rank's bug); "
+        "no debugger session (AUTODBG_COLLATERAL=debug opens one)"
+    )
+
+
+def _peers_in_session():
+    from autodbg import registry
+
+    try:
+        records = registry.sessions(registry.runtime_dir(config.current().dir))
+    except registry.RuntimeDirError:
+        return []
+    me = identity.current
+    return sorted(
+        r["rank"] if r.get("rank") is not None else r["pid"]
+        for r in records
+        if r.get("job") == me.job and r["pid"] != os.getpid()
+    )

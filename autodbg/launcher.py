@@ -1,0 +1,193 @@
+"""torchrun's side: the launcher announces its workers' sessions and keeps the job alive for them.
+
+``autodbg.pth`` runs in the torchrun process too. There, once torch's elastic
+modules are imported, autodbg:
+
+* announces each new session of its workers (and their children) on the
+  launcher's stderr, so it shows even with ``--redirects``, ``--tee`` or
+  ``--local-ranks-filter``;
+* does not stop the workers while one of them has a session open: when
+  another worker exits, torchrun's agent calls ``LocalElasticAgent._shutdown``,
+  which SIGTERMs every worker and SIGKILLs them 30 s later
+  (``torch/distributed/elastic/multiprocessing/api.py``, ``_close``); autodbg
+  holds that call until the sessions end, or ``AUTODBG_WAIT`` passes with no
+  client attached;
+* turns a Ctrl-C typed while a worker's debugger owns the terminal into
+  SIGINT for that worker, so it interrupts the debugger command instead of
+  the job: workers run in sessions of their own (``start_new_session``), so
+  only torchrun receives the terminal's SIGINT, and its
+  ``_terminate_process_handler`` would stop the whole job;
+* restores the terminal's modes when the launcher exits.
+
+Each torch function patched here is checked by name and signature first; a
+torch that changed it gets one ``autodbg:`` line and torch's own behaviour.
+tests/test_launcher.py has a test per behaviour relied on.
+"""
+
+import atexit
+import os
+import signal
+import threading
+import time
+
+from autodbg import config, registry
+from autodbg.hooks import say
+
+POLL = 0.5  # seconds between looks at the runtime directory
+
+
+def patch_signals(api):
+    """Patch ``torch.distributed.elastic.multiprocessing.api`` for Ctrl-C, and save terminal modes.
+
+    Args:
+        api (types.ModuleType): the just-imported module.
+    """
+    original = getattr(api, "_terminate_process_handler", None)
+    if not callable(original):
+        say("this torch has no elastic _terminate_process_handler; Ctrl-C stops the whole job")
+        return
+
+    def terminate_process_handler(signum, frame):
+        if signum == signal.SIGINT:
+            owner = _terminal_owner()
+            if owner is not None:
+                os.kill(owner["pid"], signal.SIGINT)
+                return None
+        return original(signum, frame)
+
+    api._terminate_process_handler = terminate_process_handler
+    _save_terminal_modes()
+
+
+def patch_agent(module):
+    """Patch ``LocalElasticAgent`` to announce sessions and hold shutdown while they are open.
+
+    Args:
+        module (types.ModuleType): ``torch.distributed.elastic.agent.server.local_elastic_agent``.
+    """
+    import inspect
+
+    agent = getattr(module, "LocalElasticAgent", None)
+    shutdown = getattr(agent, "_shutdown", None)
+    start = getattr(agent, "_start_workers", None)
+    if (
+        shutdown is None
+        or start is None
+        or list(inspect.signature(shutdown).parameters) != ["self", "death_sig", "timeout"]
+    ):
+        say("this torch's LocalElasticAgent is not the one autodbg knows; workers in a session are not protected")
+        return
+
+    def _shutdown(self, death_sig=signal.SIGTERM, timeout=30):
+        # SIGTERM is the agent's own decision (a worker exited, or the run ended);
+        # another signal is the user's (Ctrl-C, kill), which stops the job at once.
+        if death_sig == signal.SIGTERM:
+            _hold_while_sessions_open()
+        return shutdown(self, death_sig, timeout)
+
+    def _start_workers(self, worker_group):
+        pids = start(self, worker_group)
+        _Announcer.start()
+        return pids
+
+    agent._shutdown = _shutdown
+    agent._start_workers = _start_workers
+    # Workers inherit this: their sessions leave the announcement to the launcher.
+    os.environ["AUTODBG_LAUNCHER"] = str(os.getpid())
+
+
+def _sessions():
+    """Return the open session records of this launcher's descendants."""
+    import psutil
+
+    try:
+        root = registry.runtime_dir(config.current().dir)
+        descendants = {p.pid for p in psutil.Process().children(recursive=True)}
+    except (registry.RuntimeDirError, psutil.Error):
+        return []
+    return [r for r in registry.sessions(root) if r["pid"] in descendants]
+
+
+def _terminal_owner():
+    for record in _sessions():
+        if record.get("socket") is None and record.get("state") == "attached":
+            return record
+    return None
+
+
+def _who(record):
+    return f"rank {record['rank']}" if record.get("rank") is not None else f"pid {record['pid']}"
+
+
+def _target(record):
+    return record["rank"] if record.get("rank") is not None else record["pid"]
+
+
+def _hold_while_sessions_open():
+    wait = config.current().wait
+    deadline = time.monotonic() + wait
+    said = False
+    while True:
+        open_sessions = _sessions()
+        if not open_sessions:
+            return
+        if any(r["state"] == "attached" for r in open_sessions):
+            deadline = time.monotonic() + wait  # somebody is debugging: the clock starts when they leave
+        names = ", ".join(_who(r) for r in open_sessions)
+        if not said:
+            say(
+                f"a worker exited, but {names} has a debugger session open: the job keeps running "
+                f"until it ends (at most {wait:g} s without a client; autodbg attach {_target(open_sessions[0])})"
+            )
+            said = True
+        if time.monotonic() > deadline:
+            say(f"no client on {names}'s session within {wait:g} s (AUTODBG_WAIT); stopping the job")
+            return
+        time.sleep(POLL)
+
+
+class _Announcer:
+    """A daemon thread that prints one line for each new session of the launcher's workers."""
+
+    _thread = None
+
+    @classmethod
+    def start(cls):
+        if cls._thread is None:
+            cls._thread = threading.Thread(target=cls._run, name="autodbg-announcer", daemon=True)
+            cls._thread.start()
+
+    @staticmethod
+    def _run():
+        seen = set()
+        while True:
+            for record in _sessions():
+                key = (record["pid"], record.get("started"))
+                if key in seen:
+                    continue
+                seen.add(key)
+                what = record.get("exception") or "breakpoint()"
+                role = f" ({record['role']})" if record.get("role") else ""
+                if record.get("socket") is None:
+                    reach = "it has the terminal"
+                else:
+                    reach = f"attach with: autodbg attach {_target(record)}  (or: nc -U {record['socket']})"
+                say(f"{_who(record)}{role} is in a debugger session: {what} at {record['where']}; {reach}")
+            time.sleep(POLL)
+
+
+def _save_terminal_modes():
+    import termios
+
+    try:
+        modes = termios.tcgetattr(0)
+    except termios.error:
+        return  # no terminal on stdin: nothing to restore
+
+    def restore():
+        try:
+            termios.tcsetattr(0, termios.TCSADRAIN, modes)
+        except termios.error:
+            pass
+
+    atexit.register(restore)
