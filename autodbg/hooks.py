@@ -42,7 +42,7 @@ def install(config):
         sys.breakpointhook = breakpointhook
     after_import("threading", _patch_threading)
     after_import("torch.distributed", _later("torch_hooks", "patch"))
-    after_import("torch.distributed.elastic.multiprocessing.api", _later("launcher", "patch_signals"))
+    after_import("torch.distributed.elastic.multiprocessing.api", _later("launcher", "patch_processes"))
     after_import("torch.distributed.elastic.agent.server.local_elastic_agent", _later("launcher", "patch_agent"))
 
 

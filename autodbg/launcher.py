@@ -7,11 +7,11 @@ modules are imported, autodbg:
   launcher's stderr, so it shows even with ``--redirects``, ``--tee`` or
   ``--local-ranks-filter``;
 * does not stop the workers while one of them has a session open: when
-  another worker exits, torchrun's agent calls ``LocalElasticAgent._shutdown``,
-  which SIGTERMs every worker and SIGKILLs them 30 s later
-  (``torch/distributed/elastic/multiprocessing/api.py``, ``_close``); autodbg
-  holds that call until the sessions end, or ``AUTODBG_WAIT`` passes with no
-  client attached;
+  another worker exits, torchrun's process context (``PContext.close`` in
+  ``torch/distributed/elastic/multiprocessing/api.py``, reached from its
+  ``_poll`` and from the agent's ``_shutdown``) SIGTERMs every worker and
+  SIGKILLs them 30 s later; autodbg holds that call until the sessions end,
+  or ``AUTODBG_WAIT`` passes with no client attached;
 * turns a Ctrl-C typed while a worker's debugger owns the terminal into
   SIGINT for that worker, so it interrupts the debugger command instead of
   the job: workers run in sessions of their own (``start_new_session``), so
@@ -36,15 +36,26 @@ from autodbg.hooks import say
 POLL = 0.5  # seconds between looks at the runtime directory
 
 
-def patch_signals(api):
-    """Patch ``torch.distributed.elastic.multiprocessing.api`` for Ctrl-C, and save terminal modes.
+def patch_processes(api):
+    """Patch ``torch.distributed.elastic.multiprocessing.api``; save the terminal's modes.
+
+    ``PContext.close`` holds while a worker has a session open (see the module
+    docstring); ``_terminate_process_handler`` forwards Ctrl-C to a worker whose
+    debugger owns the terminal.
 
     Args:
         api (types.ModuleType): the just-imported module.
     """
-    original = getattr(api, "_terminate_process_handler", None)
-    if not callable(original):
-        say("this torch has no elastic _terminate_process_handler; Ctrl-C stops the whole job")
+    import inspect
+
+    handler = getattr(api, "_terminate_process_handler", None)
+    close = getattr(getattr(api, "PContext", None), "close", None)
+    if not callable(handler) or close is None or list(inspect.signature(close).parameters) != [
+        "self",
+        "death_sig",
+        "timeout",
+    ]:
+        say("this torch's elastic launcher is not the one autodbg knows; workers in a session are not protected")
         return
 
     def terminate_process_handler(signum, frame):
@@ -53,44 +64,37 @@ def patch_signals(api):
             if owner is not None:
                 os.kill(owner["pid"], signal.SIGINT)
                 return None
-        return original(signum, frame)
+        return handler(signum, frame)
+
+    def close_processes(self, death_sig=None, timeout=30):
+        # No signal or SIGTERM is the agent's own decision (a worker exited, or the
+        # run ended); another signal is the user's (Ctrl-C, kill): stop at once.
+        if death_sig in (None, signal.SIGTERM):
+            _hold_while_sessions_open()
+        return close(self, death_sig, timeout)
 
     api._terminate_process_handler = terminate_process_handler
+    api.PContext.close = close_processes
     _save_terminal_modes()
 
 
 def patch_agent(module):
-    """Patch ``LocalElasticAgent`` to announce sessions and hold shutdown while they are open.
+    """Patch ``LocalElasticAgent._start_workers`` to announce its workers' sessions.
 
     Args:
         module (types.ModuleType): ``torch.distributed.elastic.agent.server.local_elastic_agent``.
     """
-    import inspect
-
     agent = getattr(module, "LocalElasticAgent", None)
-    shutdown = getattr(agent, "_shutdown", None)
     start = getattr(agent, "_start_workers", None)
-    if (
-        shutdown is None
-        or start is None
-        or list(inspect.signature(shutdown).parameters) != ["self", "death_sig", "timeout"]
-    ):
-        say("this torch's LocalElasticAgent is not the one autodbg knows; workers in a session are not protected")
+    if start is None:
+        say("this torch's LocalElasticAgent has no _start_workers; sessions are not announced by torchrun")
         return
-
-    def _shutdown(self, death_sig=signal.SIGTERM, timeout=30):
-        # SIGTERM is the agent's own decision (a worker exited, or the run ended);
-        # another signal is the user's (Ctrl-C, kill), which stops the job at once.
-        if death_sig == signal.SIGTERM:
-            _hold_while_sessions_open()
-        return shutdown(self, death_sig, timeout)
 
     def _start_workers(self, worker_group):
         pids = start(self, worker_group)
         _Announcer.start()
         return pids
 
-    agent._shutdown = _shutdown
     agent._start_workers = _start_workers
     # Workers inherit this: their sessions leave the announcement to the launcher.
     os.environ["AUTODBG_LAUNCHER"] = str(os.getpid())
@@ -127,10 +131,13 @@ def _hold_while_sessions_open():
     wait = config.current().wait
     deadline = time.monotonic() + wait
     said = False
+    held = set()
     while True:
         open_sessions = _sessions()
         if not open_sessions:
+            _let_exit(held)
             return
+        held.update(r["pid"] for r in open_sessions)
         if any(r["state"] == "attached" for r in open_sessions):
             deadline = time.monotonic() + wait  # somebody is debugging: the clock starts when they leave
         names = ", ".join(_who(r) for r in open_sessions)
@@ -144,6 +151,24 @@ def _hold_while_sessions_open():
             say(f"no client on {names}'s session within {wait:g} s (AUTODBG_WAIT); stopping the job")
             return
         time.sleep(POLL)
+
+
+def _let_exit(pids, timeout=10):
+    """Wait up to ``timeout`` seconds for processes whose session ended to exit by themselves.
+
+    A session removes its record just before its process exits with its own
+    status; a SIGTERM in between would replace that status (and the root cause
+    torchrun reports) with -15.
+    """
+    import psutil
+
+    processes = []
+    for pid in pids:
+        try:
+            processes.append(psutil.Process(pid))
+        except psutil.Error:
+            pass
+    psutil.wait_procs(processes, timeout=timeout)
 
 
 class _Announcer:
