@@ -5,6 +5,7 @@ import subprocess
 import time
 
 import pexpect
+import psutil
 import pytest
 
 from conftest import PYTHON
@@ -58,6 +59,9 @@ def test_rank_session_attach_detach_and_quit(env, runtime_dir, start, spawn):
     assert cli.exitstatus == 0
 
     wait_for_record(runtime_dir, rank=1, state="waiting")
+    # Ranks 0 and 2 wait in all_reduce: alive, under the long process-group timeout autodbg set.
+    workers = [p for p in psutil.Process(job.pid).children(recursive=True) if "ddp_crash.py" in " ".join(p.cmdline())]
+    assert len(workers) == 3
     nc = spawn(f"nc -U {record['socket']}", env)
     nc.expect("ipdb> ")
     nc.sendline("p index")
