@@ -25,14 +25,23 @@ def cmd_ls(args):
     if not records:
         print("no open sessions")
         return 0
-    rows = [("JOB", "RANK", "PID", "HOST", "STATE", "EXCEPTION", "WHERE")]
+    rows = [("JOB", "RANK", "ROLE", "PID", "HOST", "STATE", "EXCEPTION", "WHERE")]
     for r in records:
         rank = "-" if r.get("rank") is None else str(r["rank"])
         if r.get("world_size") is not None and r.get("rank") is not None:
             rank = f"{r['rank']}/{r['world_size']}"
         state = r["state"] if r.get("socket") else f"{r['state']} (terminal)"
         rows.append(
-            (r["job"], rank, str(r["pid"]), r["host"], state, r.get("exception") or "breakpoint()", r["where"])
+            (
+                r["job"],
+                rank,
+                r.get("role") or "-",  # what a child process is to its parent (autodbg.children)
+                str(r["pid"]),
+                r["host"],
+                state,
+                r.get("exception") or "breakpoint()",
+                r["where"],
+            )
         )
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
     for row in rows:
@@ -91,9 +100,12 @@ def _resolve(records, target, by, job):
 
 
 def _describe(record):
-    if record.get("rank") is None:
+    names = ([] if record.get("rank") is None else [f"rank {record['rank']}"]) + (
+        [record["role"]] if record.get("role") else []
+    )
+    if not names:
         return f"pid {record['pid']}"
-    return f"rank {record['rank']} (pid {record['pid']})"
+    return f"{' / '.join(names)} (pid {record['pid']})"
 
 
 def _warn(line):

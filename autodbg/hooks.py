@@ -44,6 +44,10 @@ def install(config):
     after_import("torch.distributed", _later("torch_hooks", "patch"))
     after_import("torch.distributed.elastic.multiprocessing.api", _later("launcher", "patch_processes"))
     after_import("torch.distributed.elastic.agent.server.local_elastic_agent", _later("launcher", "patch_agent"))
+    # Child processes report their exceptions themselves: sessions there (autodbg.children).
+    after_import("multiprocessing.process", _later("children", "patch"))
+    after_import("torch.multiprocessing.spawn", _later("children", "patch"))
+    after_import("torch.utils.data._utils.worker", _later("children", "patch"))
 
 
 def excepthook(exc_type, exc, tb):

@@ -42,20 +42,50 @@ class Identity:
         world_size (int | None): number of ranks in the job.
         job (str): job id; also the name of the job's folder in the runtime directory.
         host (str): this machine's node name.
+        role (str | None): for a child process (:mod:`autodbg.children`), what it
+            is to its parent: ``Process-1``, ``spawn process 1``, ``DataLoader worker 0``.
+        parent_pid (int | None): a child's parent process.
+        parent_rank (int | None): a child's parent's rank.
     """
 
-    __slots__ = ("rank", "local_rank", "world_size", "job", "host")
+    __slots__ = (
+        "rank", "local_rank", "world_size", "job", "host", "role", "parent_pid", "parent_rank"
+    )
 
-    def __init__(self, rank, local_rank, world_size, job, host):
+    def __init__(
+        self, rank, local_rank, world_size, job, host, role=None, parent_pid=None, parent_rank=None
+    ):
         self.rank = rank
         self.local_rank = local_rank
         self.world_size = world_size
         self.job = job
         self.host = host
+        self.role = role
+        self.parent_pid = parent_pid
+        self.parent_rank = parent_rank
+
+    def child(self, role, parent_pid):
+        """Return the identity of a child process of this process.
+
+        The rank fields stay: the child inherited the launcher's environment and
+        works for the same rank (a DataLoader worker of rank 1).
+
+        Args:
+            role (str): what the child is to its parent.
+            parent_pid (int | None): the parent's pid.
+
+        Returns:
+            Identity: a new object.
+        """
+        me = (self.rank, self.local_rank, self.world_size, self.job, self.host)
+        return Identity(*me, role=role, parent_pid=parent_pid, parent_rank=self.rank)
 
     def label(self):
-        """Return ``"[rank N] "`` when the rank is known, else ``""``."""
-        return "" if self.rank is None else f"[rank {self.rank}] "
+        """Return ``"[rank N] "``, ``"[rank N / <role>] "``, ``"[<role>] "`` or ``""``."""
+        parts = [] if self.rank is None else [f"rank {self.rank}"]
+        if self.role is not None:
+            parts.append(self.role)
+        return f"[{' / '.join(parts)}] " if parts else ""
 
 
 def from_env(environ=os.environ):

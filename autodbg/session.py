@@ -5,7 +5,8 @@ A session is opened by an uncaught exception (post-mortem) or a
 (at most ``AUTODBG_WAIT`` seconds) for a client on the socket; run the
 debugger; on a socket client's detach, wait again; end, removing the record
 and the socket. A second exception (another thread) waits for its turn; a
-daemon thread's session holds interpreter exit until it ends.
+daemon thread's session holds interpreter exit until it ends. A forked child
+starts with no session, whatever the parent had open.
 """
 
 import atexit
@@ -86,6 +87,22 @@ def set_trace(frame, intro=None):
 def _wait_for_sessions():
     with _turn:
         pass
+
+
+def _forget_parent_session():
+    # A forked child (multiprocessing's fork start method, DataLoader workers)
+    # copies this module's state, but a session the parent has open is not the
+    # child's: its turn may be held by a thread that does not exist here, so the
+    # child's own session would wait for it forever; and the child's copies of
+    # its descriptors would keep the client's connection and the terminal lock
+    # alive after the parent lets them go.
+    global _turn, _current
+    inherited, _current, _turn = _current, None, threading.Lock()
+    if inherited is not None:
+        inherited.forget()
+
+
+os.register_at_fork(after_in_child=_forget_parent_session)
 
 
 def _one_line(exc):
@@ -245,6 +262,21 @@ class Session:
             _current = None
             _turn.release()
 
+    def forget(self):
+        """In a forked child, let go of this session copied from the parent.
+
+        Stops its debugger tracing this thread (a ``breakpoint()`` session that
+        was stepping when the thread forked) and closes this process's copies
+        of its descriptors. The record and the socket file stay: they are the
+        parent's. :meth:`close` then does nothing.
+        """
+        self._closed = True
+        if self.debugger is not None and getattr(sys.gettrace(), "__self__", None) is self.debugger:
+            sys.settrace(None)
+        for part in (self._server, self._link, self._console):
+            if part is not None:
+                part.forget()
+
     def _drop_client(self, farewell):
         if self._refusing is not None:
             stop, thread = self._refusing
@@ -262,7 +294,10 @@ class Session:
             self._link = None
 
     def _target(self):
-        return self.identity.rank if self.identity.rank is not None else os.getpid()
+        # A child shares its parent's rank: its pid names it alone.
+        if self.identity.rank is None or self.identity.role is not None:
+            return os.getpid()
+        return self.identity.rank
 
     def _publish(self, state):
         ident = self.identity
@@ -282,6 +317,9 @@ class Session:
             "thread": self.thread_name,
             "argv": list(sys.argv),
             "process_started": registry.process_started(os.getpid()),
+            "role": ident.role,
+            "parent_pid": ident.parent_pid,
+            "parent_rank": ident.parent_rank,
         }
         try:
             registry.write(self._record_path, record)

@@ -127,13 +127,21 @@ def let_pass(exc):
         bool | str: True to pass quietly (torchrun's launcher reporting a failed
         worker with ``ChildFailedError``: the worker's own session is the one to
         debug); a one-line reason for a collateral failure (a communication
-        error because a peer rank is gone or sits in a debugger), unless
+        error because a peer rank is gone or sits in a debugger, or a child
+        process that failed: :func:`autodbg.children.let_pass`), unless
         ``AUTODBG_COLLATERAL=debug``; False to open a session.
     """
     kind = type(exc)
     if kind.__name__ == "ChildFailedError" and kind.__module__.startswith("torch.distributed.elastic"):
         return True
-    if config.current().collateral == "debug" or not isinstance(exc, RuntimeError):
+    if config.current().collateral == "debug":
+        return False
+    from autodbg import children
+
+    failed_child = children.let_pass(exc)
+    if failed_child:
+        return failed_child
+    if not isinstance(exc, RuntimeError):
         return False
     text = str(exc)
     if any(phrase in text for phrase in _PEER_GONE):

@@ -85,6 +85,19 @@ class Console:
             os.close(self._lock_fd)  # closing the last descriptor releases the flock
             self._lock_fd = None
 
+    def forget(self):
+        """In a forked child, drop this copy: handlers back, this process's lock descriptor closed.
+
+        The terminal's modes are left alone: the parent still owns the terminal,
+        and the lock is freed when its last descriptor, the parent's, is closed.
+        """
+        for sig, handler in self._previous_handlers.items():
+            signal.signal(sig, handler)
+        self._previous_handlers = {}
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
     def _restore_modes(self):
         if self._modes is not None:
             try:

@@ -105,6 +105,10 @@ class Server:
         except FileNotFoundError:
             pass
 
+    def forget(self):
+        """Close this process's copy of the socket but leave the file (in a forked child)."""
+        self._sock.close()
+
 
 def peer_uid(conn):
     """Return the uid of the process at the other end of a Unix socket (``SO_PEERCRED``)."""
@@ -208,6 +212,10 @@ class LineLink:
         """Close the connection."""
         self._conn.close()
 
+    def forget(self):
+        """Close this process's copy of the connection (a forked child's, see session)."""
+        self._conn.close()
+
 
 class PtyLink:
     """An ``autodbg attach`` client: a server-side pty relayed to the socket by a thread."""
@@ -269,6 +277,14 @@ class PtyLink:
             except OSError:
                 self.gone = True
                 os.write(self._master, _DETACH_KEYS)
+
+    def forget(self):
+        """Close this process's copy of the connection (a forked child's, see session).
+
+        The pty stays open: flushing or closing its streams here would write the
+        parent's buffered output a second time.
+        """
+        self._conn.close()
 
     def close(self):
         """Flush what the debugger wrote, stop the relay (at most 2 s) and close everything."""
