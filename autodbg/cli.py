@@ -7,9 +7,10 @@ session, busy session, unsafe runtime directory), 2 on a usage error
 
 import argparse
 import json
+import os
 import sys
 
-from autodbg import __version__, config, registry
+from autodbg import __version__, config, identity, registry
 
 
 class CliError(Exception):
@@ -60,7 +61,7 @@ def cmd_attach(args):
     if record["state"] == "attached":
         raise CliError(f"{who} is busy: another client is attached; try again when it detaches")
     try:
-        client.attach(record["socket"])
+        client.attach(record)
     except client.AttachError as error:
         raise CliError(f"{who}: {error}") from None
     return 0
@@ -72,9 +73,35 @@ def _sessions(args):
     except registry.RuntimeDirError as error:
         raise CliError(str(error)) from None
     records = registry.sessions(root)
+    if args.store or identity.store_address():
+        records += _store_sessions(args.store or identity.store_address(), records, explicit=bool(args.store))
     if getattr(args, "job", None):
         records = [r for r in records if r["job"] == args.job]
     return records
+
+
+def _store_sessions(address, local, explicit):
+    """Sessions published in the job's store at ``address`` that this machine's directory lacks.
+
+    An unreachable store is an error when ``--store`` named it; when it only
+    came from ``MASTER_ADDR``/``MASTER_PORT`` in the environment, the job may
+    be over, and the local sessions are all there is.
+    """
+    from autodbg import store
+
+    try:
+        published = store.records(store.connect(address))
+    except store.StoreError as error:
+        if not explicit:
+            return []
+        raise CliError(str(error)) from None
+    here = os.uname().nodename
+    known = {(r["host"], r["pid"]) for r in local}
+    return [
+        r
+        for r in published
+        if (r["host"], r["pid"]) not in known and (r["host"] != here or registry.process_started(r["pid"]))
+    ]
 
 
 def _resolve(records, target, by, job):
@@ -124,6 +151,7 @@ def build_parser():
     ls = verbs.add_parser("ls", help="list open sessions, newest job first")
     ls.add_argument("--json", action="store_true", help="print a JSON array of session records")
     ls.add_argument("--job", help="only this job's sessions")
+    ls.add_argument("--store", metavar="HOST:PORT", help="also list the sessions published in this c10d store")
     ls.set_defaults(func=cmd_ls)
 
     attach = verbs.add_parser("attach", help="attach this terminal to a session (by rank or pid)")
@@ -132,6 +160,7 @@ def build_parser():
     force.add_argument("--rank", dest="by", action="store_const", const="rank", help="TARGET is a rank")
     force.add_argument("--pid", dest="by", action="store_const", const="pid", help="TARGET is a pid")
     attach.add_argument("--job", help="the job to look in (see `autodbg ls`)")
+    attach.add_argument("--store", metavar="HOST:PORT", help="also look in this c10d store (other nodes' sessions)")
     attach.set_defaults(func=cmd_attach, by=None)
     return parser
 
@@ -145,6 +174,9 @@ def main(argv=None):
     Returns:
         int: the exit status.
     """
+    # With AUTODBG=1 in the shell, autodbg.pth hooked this process too: the
+    # CLI's own failures are tracebacks, not debugger sessions.
+    sys.excepthook = sys.__excepthook__
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)

@@ -13,32 +13,30 @@ import sys
 import termios
 import tty
 
-from autodbg.backends.socket import HANDSHAKE, READY
+from autodbg.backends.socket import HANDSHAKE, READY, TOKEN
 
 
 class AttachError(Exception):
     """The session could not be reached; the message is one line for the user."""
 
 
-def attach(path, ready_timeout=10.0):
-    """Connect this terminal to the session listening at ``path``; return when it ends.
+def attach(record, ready_timeout=10.0):
+    """Connect this terminal to the session of ``record``; return when it ends.
 
-    Blocks until the session ends or detaches (Ctrl-D at the prompt), or the
-    server closes the connection.
+    Uses the session's Unix socket when this machine has it, else its TCP
+    listener with the session's token (a session of another node, found
+    through the job's store). Blocks until the session ends or detaches
+    (Ctrl-D at the prompt), or the server closes the connection.
 
     Args:
-        path (str): the session's Unix socket.
+        record (dict): the session record (``socket``; ``tcp`` and ``token``).
         ready_timeout (float): seconds to wait for the session to answer.
 
     Raises:
-        AttachError: the socket cannot be reached, the session refused the
-            client (busy, other uid), or it did not answer in time.
+        AttachError: the session cannot be reached, refused the client (busy,
+            other uid, wrong token), or did not answer in time.
     """
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        sock.connect(path)
-    except OSError as error:
-        raise AttachError(f"cannot connect to {path}: {error.strerror}") from None
+    sock = connect(record)
     size = _terminal_size()
     term = os.environ.get("TERM") or "xterm"
     sock.sendall(HANDSHAKE + f" {size.lines} {size.columns} {term}\n".encode())
@@ -55,6 +53,39 @@ def attach(path, ready_timeout=10.0):
         if saved is not None:
             termios.tcsetattr(stdin, termios.TCSADRAIN, saved)
         sock.close()
+
+
+def connect(record, timeout=10.0):
+    """Open a connection to the session of ``record``, token sent when over TCP.
+
+    Args:
+        record (dict): the session record.
+        timeout (float): seconds allowed for the TCP connection.
+
+    Returns:
+        socket.socket: connected, ready for the handshake.
+
+    Raises:
+        AttachError: nothing to connect to, or the connection failed.
+    """
+    path = record.get("socket")
+    if path and os.path.exists(path):
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.connect(path)
+        except OSError as error:
+            raise AttachError(f"cannot connect to {path}: {error.strerror}") from None
+        return sock
+    if not record.get("tcp"):
+        raise AttachError(f"its socket {path} is not on this machine and it does not listen on TCP")
+    host, _, port = record["tcp"].rpartition(":")
+    try:
+        sock = socket.create_connection((host, int(port)), timeout=timeout)
+    except OSError as error:
+        raise AttachError(f"cannot connect to {record['tcp']}: {error.strerror or error}") from None
+    sock.settimeout(None)
+    sock.sendall(TOKEN + f" {record.get('token', '')}\n".encode())
+    return sock
 
 
 def _terminal_size():

@@ -30,6 +30,7 @@ VARIABLES = {
     "AUTODBG_PG_TIMEOUT": "7200",
     "AUTODBG_COLLATERAL": "skip",
     "AUTODBG_LAUNCHER": "set by autodbg",
+    "AUTODBG_LISTEN": "127.0.0.1",
 }
 
 
@@ -64,14 +65,26 @@ class Config:
             peer is gone or in a session) or ``debug`` (a session anyway).
         launcher (int | None): pid of the autodbg-aware torchrun launcher that
             announces this process's sessions (``AUTODBG_LAUNCHER``, set by it).
+        listen (str): address a multi-node job's sessions listen on with TCP.
     """
 
-    __slots__ = ("mode", "wait", "dir", "stack_signal", "debugger", "pg_timeout", "collateral", "launcher")
+    __slots__ = (
+        "mode", "wait", "dir", "stack_signal", "debugger", "pg_timeout", "collateral", "launcher", "listen"
+    )
 
     def __init__(
-        self, mode, wait, dir, stack_signal, debugger, pg_timeout=DEFAULT_PG_TIMEOUT, collateral="skip", launcher=None
+        self,
+        mode,
+        wait,
+        dir,
+        stack_signal,
+        debugger,
+        pg_timeout=DEFAULT_PG_TIMEOUT,
+        collateral="skip",
+        launcher=None,
+        listen="127.0.0.1",
     ):
-        values = (mode, wait, dir, stack_signal, debugger, pg_timeout, collateral, launcher)
+        values = (mode, wait, dir, stack_signal, debugger, pg_timeout, collateral, launcher, listen)
         for name, value in zip(self.__slots__, values):
             object.__setattr__(self, name, value)
 
@@ -121,7 +134,9 @@ def load(environ=os.environ, warn=None):
     launcher = environ.get("AUTODBG_LAUNCHER", "").strip()
     launcher = int(launcher) if launcher.isdigit() else None
 
-    return Config(mode, wait, directory, stack_signal, debugger, pg_timeout, collateral, launcher)
+    listen = environ.get("AUTODBG_LISTEN", "").strip() or "127.0.0.1"
+
+    return Config(mode, wait, directory, stack_signal, debugger, pg_timeout, collateral, launcher, listen)
 
 
 def _seconds(environ, variable, default, least, warn):

@@ -11,8 +11,9 @@ Open MPI        ``OMPI_COMM_WORLD_RANK``     ``..._LOCAL_RANK``      ``..._SIZE`
 MPICH, IMPI     ``PMI_RANK``                 ``MPI_LOCALRANKID``     ``PMI_SIZE``           (below)
 ==============  ===========================  ======================  =====================  ======================
 
-Without a launcher's job id (or with torchrun's default ``none``), the job is
-``AUTODBG_JOB`` when a parent autodbg process exported it, else ``pg<pgid>``
+With torchrun's default run id ``none``, the job is the store's endpoint
+``MASTER_ADDR:MASTER_PORT``, which all its nodes share. Without a launcher's
+job id, the job is ``AUTODBG_JOB`` when a parent autodbg process exported it, else ``pg<pgid>``
 of this process; the bootstrap exports it so that children (multiprocessing,
 torchrun's workers) land in the same job folder as their parent.
 Start-up path: imports only ``os``.
@@ -106,9 +107,25 @@ def from_env(environ=os.environ):
             world_size = _int(environ.get(size_var))
             job = environ.get(job_var) if job_var else None
             break
+    if (not job or job == "none") and rank is not None:
+        # torchrun's default run id is "none" on every node; the store's endpoint
+        # is what the nodes of one job share.
+        job = store_address(environ)
     if not job or job == "none":
         job = environ.get("AUTODBG_JOB") or f"pg{os.getpgrp()}"
     return Identity(rank, local_rank, world_size, _safe_name(job), os.uname().nodename)
+
+
+def store_address(environ=os.environ):
+    """Return the job's c10d store as ``HOST:PORT`` (torchrun's ``MASTER_ADDR``, ``MASTER_PORT``), or None."""
+    host, port = environ.get("MASTER_ADDR"), environ.get("MASTER_PORT")
+    return f"{host}:{port}" if host and port else None
+
+
+def multinode(environ=os.environ):
+    """Tell whether this rank's job spans several nodes (torchrun's ``LOCAL_WORLD_SIZE`` < ``WORLD_SIZE``)."""
+    local, world = _int(environ.get("LOCAL_WORLD_SIZE")), _int(environ.get("WORLD_SIZE"))
+    return local is not None and world is not None and local < world
 
 
 def _int(text):

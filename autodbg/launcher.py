@@ -120,11 +120,18 @@ def _terminal_owner():
 
 
 def _who(record):
-    return f"rank {record['rank']}" if record.get("rank") is not None else f"pid {record['pid']}"
+    if record.get("rank") is None:
+        return f"pid {record['pid']}"
+    if record.get("role"):
+        return f"rank {record['rank']} / {record['role']} (pid {record['pid']})"
+    return f"rank {record['rank']}"
 
 
 def _target(record):
-    return record["rank"] if record.get("rank") is not None else record["pid"]
+    # A child shares its parent's rank: only its pid names it alone (as session._target).
+    if record.get("rank") is None or record.get("role"):
+        return record["pid"]
+    return record["rank"]
 
 
 def _hold_while_sessions_open():
@@ -192,12 +199,11 @@ class _Announcer:
                     continue
                 seen.add(key)
                 what = record.get("exception") or "breakpoint()"
-                role = f" ({record['role']})" if record.get("role") else ""
                 if record.get("socket") is None:
                     reach = "it has the terminal"
                 else:
                     reach = f"attach with: autodbg attach {_target(record)}  (or: nc -U {record['socket']})"
-                say(f"{_who(record)}{role} is in a debugger session: {what} at {record['where']}; {reach}")
+                say(f"{_who(record)} is in a debugger session: {what} at {record['where']}; {reach}")
             time.sleep(POLL)
 
 

@@ -144,6 +144,7 @@ class Session:
         self._link = None
         self._console = None
         self._record_path = None
+        self._publication = None
         self._refusing = None
         self._may_take_console = False
         self._closed = False
@@ -174,8 +175,14 @@ class Session:
                 return self._console.channel()
         if cfg.wait <= 0:
             return None
+        tcp_host = token = None
+        if identity.multinode() and "torch.distributed" in sys.modules:
+            # Other nodes reach the session through the job's store and TCP.
+            import secrets
+
+            tcp_host, token = cfg.listen, secrets.token_hex(16)
         try:
-            self._server = socket_backend.Server(os.path.join(folder, f"{os.getpid()}.sock"))
+            self._server = socket_backend.Server(os.path.join(folder, f"{os.getpid()}.sock"), tcp_host, token)
         except OSError as error:
             say(f"cannot open the session's socket: {error.strerror or error}; no debugger session")
             return None
@@ -255,6 +262,8 @@ class Session:
                 self._server.close()
             if self._record_path is not None:
                 registry.remove(self._record_path)
+            if self._publication:
+                self._withdraw()
             if self._console is not None:
                 self._console.release()
                 self._console = None
@@ -320,8 +329,35 @@ class Session:
             "role": ident.role,
             "parent_pid": ident.parent_pid,
             "parent_rank": ident.parent_rank,
+            "tcp": None,
+            "token": None,
         }
+        tcp = None if self._server is None else self._server.tcp_address
+        if tcp is not None:
+            host = ident.host if tcp[0] in ("0.0.0.0", "::", "") else tcp[0]
+            record.update(tcp=f"{host}:{tcp[1]}", token=self._server.token)
         try:
             registry.write(self._record_path, record)
         except OSError as error:
             say(f"cannot write the session record {self._record_path}: {error.strerror}")
+        if tcp is not None:
+            self._publish_in_store(record)
+
+    def _publish_in_store(self, record):
+        from autodbg import store
+
+        if self._publication is False:
+            return  # failed once, said so once
+        try:
+            if self._publication is None:
+                self._publication = store.Publication(store.connect(identity.store_address()))
+            self._publication.write(record)
+        except Exception as error:  # the job's store is the job's: never fail the session for it
+            say(f"cannot publish the session in the job's store ({error}); other nodes will not see it")
+            self._publication = False
+
+    def _withdraw(self):
+        try:
+            self._publication.withdraw()
+        except Exception:
+            pass  # the store went away with the job

@@ -74,6 +74,8 @@ def test_rank_session_attach_detach_and_quit(env, runtime_dir, start, spawn):
     assert status != 0
     assert job.output.count("[rank1]: IndexError: list index out of range") == 1
     assert "ChildFailedError" in job.output  # torchrun names the failed rank as usual
+    root_cause = job.output[job.output.index("Root Cause (first observed failure)"):]
+    assert "rank      : 1 (local_rank: 1)" in "\n".join(root_cause.splitlines()[:6])
     assert "autodbg: [rank 0]" not in job.output.replace("autodbg: [rank 0] RuntimeError because a peer", "")
     assert records(runtime_dir) == []
 
@@ -97,8 +99,8 @@ def test_two_ranks_share_one_terminal(env, runtime_dir, spawn, tmp_path):
     # The other rank is attachable over its socket while the first owns the terminal.
     cli = spawn(f"{AUTODBG} attach {other['rank']}", env)
     cli.expect("ipdb>")
-    cli.sendline("p int(os.environ['RANK']) + 100")
-    cli.expect(str(other["rank"] + 100))
+    cli.sendline("p 7 * (int(os.environ['RANK']) + 100)")  # the echo of the line cannot match the answer
+    cli.expect(str(7 * (other["rank"] + 100)))
     cli.sendcontrol("d")
     cli.expect(pexpect.EOF)
 
@@ -107,7 +109,13 @@ def test_two_ranks_share_one_terminal(env, runtime_dir, spawn, tmp_path):
     job.expect(str(owner["rank"] * 1000 + 777777))
     job.expect("ipdb>")
     job.sendline("q")
+
+    # The owner exits; torchrun's launcher holds the job for the other rank's
+    # session, which takes the terminal.
+    job.expect("ipdb>")
+    job.sendline("p 3 * (int(os.environ['RANK']) + 500)")
+    job.expect(str(3 * (other["rank"] + 500)))
+    job.expect("ipdb>")
+    job.sendline("q")
     job.expect(pexpect.EOF, timeout=60)
-    # torchrun then stops the other rank, which may hold the terminal by then:
-    # its modes are restored either way.
     assert (tmp_path / "before").read_text() == (tmp_path / "after").read_text()

@@ -26,6 +26,7 @@ import threading
 
 HANDSHAKE = b"AUTODBG-ATTACH/1"
 READY = b"AUTODBG-READY\n"
+TOKEN = b"AUTODBG-TOKEN"  # first line of a TCP client: AUTODBG-TOKEN <the session's token>
 HANDSHAKE_WAIT = 0.3  # seconds; ``autodbg attach`` sends its line right after connecting
 MAX_PATH = 107  # bytes in sockaddr_un.sun_path, less the terminating NUL
 # Sent to the pty when the client vanishes: end-of-line, kill-line, end-of-file,
@@ -35,16 +36,23 @@ _DETACH_KEYS = b"\x05\x15\x04"
 
 
 class Server:
-    """A listening Unix socket at ``path``, mode 0600.
+    """A listening Unix socket at ``path``, mode 0600; and a TCP listener when asked.
+
+    The TCP listener is for clients on other nodes (found through the job's
+    store); with no peer credentials to check, a client must send the
+    session's token first, compared in constant time.
 
     Args:
         path (str): the socket's path (at most :data:`MAX_PATH` bytes).
+        tcp_host (str | None): address to listen on with TCP (port chosen by
+            the kernel), or None for no TCP listener.
+        token (str | None): the secret a TCP client must send.
 
     Raises:
-        OSError: the socket cannot be created; ``ENAMETOOLONG`` names the fix.
+        OSError: a socket cannot be created; ``ENAMETOOLONG`` names the fix.
     """
 
-    def __init__(self, path):
+    def __init__(self, path, tcp_host=None, token=None):
         if len(os.fsencode(path)) > MAX_PATH:
             raise OSError(
                 36, f"socket path {path} is longer than {MAX_PATH} bytes; set AUTODBG_DIR to a shorter directory"
@@ -58,6 +66,12 @@ class Server:
         self._sock.bind(path)
         os.chmod(path, 0o600)
         self._sock.listen(8)
+        self._tcp = None
+        self.tcp_address = None
+        self.token = token
+        if tcp_host is not None:
+            self._tcp = socket.create_server((tcp_host, 0))
+            self.tcp_address = (tcp_host, self._tcp.getsockname()[1])
 
     def accept(self, timeout):
         """Wait up to ``timeout`` seconds for a client of this user.
@@ -69,9 +83,13 @@ class Server:
             socket.socket | None: the connection, or None on time-out or when
             the client was refused (another uid; it is told why).
         """
-        ready, _, _ = select.select([self._sock], [], [], max(timeout, 0))
+        listeners = [self._sock] if self._tcp is None else [self._sock, self._tcp]
+        ready, _, _ = select.select(listeners, [], [], max(timeout, 0))
         if not ready:
             return None
+        if self._tcp in ready:
+            conn, _ = self._tcp.accept()
+            return conn if self._token_matches(conn) else None
         conn, _ = self._sock.accept()
         uid = peer_uid(conn)
         if uid != os.getuid():
@@ -97,9 +115,31 @@ class Server:
             if conn is not None:
                 refuse(conn, message)
 
+    def _token_matches(self, conn):
+        import hmac
+
+        line = b""
+        conn.settimeout(HANDSHAKE_WAIT * 10)
+        try:
+            while not line.endswith(b"\n") and len(line) < 256:
+                byte = conn.recv(1)  # byte by byte: what follows the line is the client's
+                if not byte:
+                    break
+                line += byte
+        except OSError:
+            pass
+        conn.settimeout(None)
+        expected = TOKEN + b" " + (self.token or "").encode() + b"\n"
+        if hmac.compare_digest(line, expected):
+            return True
+        refuse(conn, "refused: wrong token")
+        return False
+
     def close(self):
         """Stop listening and remove the socket file."""
         self._sock.close()
+        if self._tcp is not None:
+            self._tcp.close()
         try:
             os.unlink(self.path)
         except FileNotFoundError:
@@ -108,6 +148,8 @@ class Server:
     def forget(self):
         """Close this process's copy of the socket but leave the file (in a forked child)."""
         self._sock.close()
+        if self._tcp is not None:
+            self._tcp.close()  # else the child's copy would still take TCP connections
 
 
 def peer_uid(conn):
