@@ -3,6 +3,7 @@ torch.distributed.breakpoint(), collateral failures; and the torch behaviour rel
 
 import inspect
 import os
+import socket
 
 import pexpect
 import pytest
@@ -13,6 +14,7 @@ from harness import BIN, target, wait_for_record
 torch = pytest.importorskip("torch")
 pytestmark = [pytest.mark.torch, pytest.mark.timeout(180)]
 TORCHRUN = os.path.join(BIN, "torchrun")
+AUTODBG = os.path.join(BIN, "autodbg")
 
 
 @pytest.mark.parametrize(
@@ -62,6 +64,31 @@ def test_distributed_breakpoint_with_filtered_output(env, runtime_dir, start, sp
     nc.expect(pexpect.EOF)
     job.wait_for("rank 0 sum 3")
     assert job.wait(60) == 0
+
+
+def test_mp_spawn_ddp_rank_is_attachable_by_rank(env, runtime_dir, start, spawn):
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    job = start([PYTHON, target("spawn_ddp.py"), str(port)], env)
+    record = wait_for_record(runtime_dir, timeout=120, rank=1, state="waiting")
+    assert record["world_size"] == 3 and record["role"] == "spawn process 1"
+    cli = spawn(f"{AUTODBG} attach 1", env)
+    cli.expect("ipdb>")
+    cli.sendline("p shard, rank * 100")
+    cli.expect(r"\(\[1, 2\], 100\)")
+    cli.sendline("q")
+    cli.expect(pexpect.EOF)
+    assert job.wait(60) != 0
+    assert "IndexError: list index out of range" in job.output  # the parent's report, as torch prints it
+
+
+def test_no_torch_import_by_autodbg(env, start):
+    env["AUTODBG_WAIT"] = "1"
+    proc = start([PYTHON, target("no_torch.py")], env)
+    assert proc.wait(30) == 1
+    assert "no debugger attached within 1 s" in proc.output
+    assert "torch loaded: False" in proc.output
 
 
 # The torch behaviour autodbg relies on (see autodbg/torch_hooks.py and autodbg/launcher.py):
