@@ -115,16 +115,17 @@ def test_torch_spawn_process(env, runtime_dir, start, spawn):
 @pytest.mark.torch
 def test_dataloader_worker(env, runtime_dir, start, spawn):
     pytest.importorskip("torch")
+    env.update(RANK="1", LOCAL_RANK="1", WORLD_SIZE="2")  # as torchrun gives rank 1
     proc = start([PYTHON, target("loader_crash.py")], env)
     record = wait_for_record(runtime_dir, role="DataLoader worker 1", state="waiting", timeout=30)
-    assert record["parent_pid"] == proc.pid
+    assert record["parent_pid"] == proc.pid and record["parent_rank"] == 1
     assert record["where"] == f"{target('loader_crash.py')}:14 in __getitem__"
     listing = subprocess.run(
         [AUTODBG, "ls"], env=env, capture_output=True, text=True, timeout=30, check=True
     )
     rows = listing.stdout.splitlines()
     assert "ROLE" in rows[0]
-    assert any("DataLoader worker 1" in row and str(record["pid"]) in row for row in rows)
+    assert any("DataLoader worker 1" in row and str(record["pid"]) in row and " 1/2 " in row for row in rows)
 
     nc = spawn(f"nc -U {record['socket']}", env)
     nc.expect("ipdb> ")
@@ -135,7 +136,7 @@ def test_dataloader_worker(env, runtime_dir, start, spawn):
     assert proc.wait(30) == 1
     out = proc.output
     assert "ValueError: Caught ValueError in DataLoader worker process 1." in out
-    assert "autodbg: ValueError re-raised from DataLoader worker 1 (collateral" in out
+    assert "autodbg: [rank 1] ValueError re-raised from DataLoader worker 1 (collateral" in out
     assert out.count("waiting up to") == 1  # no session in the main process
     assert records(runtime_dir) == []
 
