@@ -54,6 +54,8 @@ import subprocess
 import sys
 import time
 
+from measure import clean_env, log, verdict
+
 ROUNDS = 8  # one child per variant each
 WARMUP_CALLS = 20  # per child, untimed: first calls load gloo and warm caches
 CALLS = 200  # timed init_process_group calls per child
@@ -66,32 +68,6 @@ CHECK_TORCH = (
     "print('ok' if d.is_available() and d.is_gloo_available() else"
     " 'torch.distributed or its gloo backend is not available')"
 )
-
-
-def log(message):
-    """Progress goes to stderr, so that stdout holds only the results."""
-    print(message, file=sys.stderr, flush=True)
-
-
-def clean_env(autodbg=None):
-    """Return the environment for a measured child.
-
-    The caller's ``AUTODBG*`` variables are dropped so that the unset case is
-    really unset and ``AUTODBG_MODE`` & co. cannot change the enabled case;
-    ``PYTHON*`` variables are dropped so that the caller's settings
-    (``PYTHONPATH``, ``PYTHONBREAKPOINT``...) do not shape what is measured.
-
-    Args:
-        autodbg (str | None): the value of ``AUTODBG``, None to leave it unset.
-    """
-    env = {
-        name: value
-        for name, value in os.environ.items()
-        if not name.startswith(("AUTODBG", "PYTHON"))
-    }
-    if autodbg is not None:
-        env["AUTODBG"] = autodbg
-    return env
 
 
 # --- child side -------------------------------------------------------------
@@ -116,7 +92,9 @@ def child(calls, wrapper_cycles):
 
     result = {
         "patched": bool(getattr(dist.init_process_group, "__autodbg__", False)),
-        "c10d_patched": bool(getattr(dist.distributed_c10d.init_process_group, "__autodbg__", False)),
+        "c10d_patched": bool(
+            getattr(dist.distributed_c10d.init_process_group, "__autodbg__", False)
+        ),
         "autodbg_loaded": "autodbg" in sys.modules,
         "times": times,
     }
@@ -212,16 +190,6 @@ def bootstrap_diff_ci(rounds, resample):
     return diffs[int(0.025 * BOOTSTRAP_RESAMPLES)], diffs[int(0.975 * BOOTSTRAP_RESAMPLES) - 1]
 
 
-def verdict(ci, goal):
-    """Judge a goal on the confidence interval, not on the point estimate alone."""
-    low, high = ci
-    if high < goal:
-        return "met"
-    if low >= goal:
-        return "NOT met"
-    return "inconclusive, the 95% CI spans it"
-
-
 def quartiles(values):
     q1, q2, q3 = statistics.quantiles(values, n=4)
     return f"median {q2 * 1000:6.1f} us (IQR {q1 * 1000:.1f} .. {q3 * 1000:.1f})"
@@ -232,21 +200,27 @@ def report(rounds, flags, wrapper, resample):
     medians = {name: statistics.median(sample) for name, sample in pooled.items()}
     diff = medians["enabled"] - medians["unset"]
     ci = bootstrap_diff_ci(rounds, resample)
-    round_diffs = [
-        statistics.median(r["enabled"]) - statistics.median(r["unset"]) for r in rounds
-    ]
+    round_diffs = [statistics.median(r["enabled"]) - statistics.median(r["unset"]) for r in rounds]
 
-    print(f"init_process_group('gloo', store=HashStore(), rank=0, world_size=1), in ms:"
-          f" {ROUNDS} rounds of one child per variant, {CALLS} timed calls per child")
+    print(
+        f"init_process_group('gloo', store=HashStore(), rank=0, world_size=1), in ms:"
+        f" {ROUNDS} rounds of one child per variant, {CALLS} timed calls per child"
+    )
     for name, label in (("unset", "AUTODBG unset"), ("enabled", "AUTODBG=1")):
         sample = pooled[name]
         q1, _, q3 = statistics.quantiles(sample, n=4)
-        print(f"  {label:14} median {medians[name]:.3f}  (IQR {q1:.3f} .. {q3:.3f},"
-              f" {len(sample)} calls)")
-    print(f"  difference     {diff:+.3f} (95% CI {ci[0]:+.3f} .. {ci[1]:+.3f})"
-          f"  ratio {medians['enabled'] / medians['unset']:.3f}")
-    print(f"  per-round differences of the children's medians: median"
-          f" {statistics.median(round_diffs):+.3f}, range {min(round_diffs):+.3f} .. {max(round_diffs):+.3f}")
+        print(
+            f"  {label:14} median {medians[name]:.3f}  (IQR {q1:.3f} .. {q3:.3f},"
+            f" {len(sample)} calls)"
+        )
+    print(
+        f"  difference     {diff:+.3f} (95% CI {ci[0]:+.3f} .. {ci[1]:+.3f})"
+        f"  ratio {medians['enabled'] / medians['unset']:.3f}"
+    )
+    print(
+        f"  per-round differences of the children's medians: median"
+        f" {statistics.median(round_diffs):+.3f}, range {min(round_diffs):+.3f} .. {max(round_diffs):+.3f}"
+    )
     print(f"goal: the wrapper adds under {GOAL_MS} ms per call: {verdict(ci, GOAL_MS)}")
 
     before, after = wrapper["before"], wrapper["after"]
@@ -261,12 +235,16 @@ def report(rounds, flags, wrapper, resample):
 
     for name, label in (("enabled", "AUTODBG=1"), ("unset", "AUTODBG unset")):
         seen = flags[name]
-        print(f"{label} child: dist.init_process_group.__autodbg__ = {seen['patched']},"
-              f" distributed_c10d.init_process_group.__autodbg__ = {seen['c10d_patched']},"
-              f" autodbg imported = {seen['autodbg_loaded']}")
+        print(
+            f"{label} child: dist.init_process_group.__autodbg__ = {seen['patched']},"
+            f" distributed_c10d.init_process_group.__autodbg__ = {seen['c10d_patched']},"
+            f" autodbg imported = {seen['autodbg_loaded']}"
+        )
     expected = {"enabled": True, "unset": False}
     if any(set(flags[name]["patched_seen"]) != {expected[name]} for name in VARIANTS):
-        print("WARNING: a child did not run as intended (patched vs not): the comparison is not valid")
+        print(
+            "WARNING: a child did not run as intended (patched vs not): the comparison is not valid"
+        )
     else:
         print("check: every AUTODBG=1 child ran the wrapper, no AUTODBG unset child did")
 
@@ -280,8 +258,10 @@ def main():
     envs = {name: clean_env(value) for name, value in VARIANTS.items()}
     rounds, flags, wrapper = [], {}, {"before": [], "after": []}
     names = list(VARIANTS)
-    log(f"{ROUNDS} rounds of one child per variant, {WARMUP_CALLS} warm-up"
-        f" + {CALLS} timed calls each")
+    log(
+        f"{ROUNDS} rounds of one child per variant, {WARMUP_CALLS} warm-up"
+        f" + {CALLS} timed calls each"
+    )
     for number in range(ROUNDS):
         seeded.shuffle(names)
         this_round = {}
@@ -294,8 +274,10 @@ def main():
             for part in ("before", "after"):
                 wrapper[part].extend(result.get("wrapper", {}).get(part, []))
         rounds.append(this_round)
-        log(f"  round {number + 1}/{ROUNDS}: " + ", ".join(
-            f"{name} {statistics.median(this_round[name]):.3f} ms" for name in VARIANTS))
+        log(
+            f"  round {number + 1}/{ROUNDS}: "
+            + ", ".join(f"{name} {statistics.median(this_round[name]):.3f} ms" for name in VARIANTS)
+        )
     report(rounds, flags, wrapper, seeded)
 
 

@@ -39,6 +39,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from measure import clean_env, log, verdict
+
 REPO = Path(__file__).resolve().parent.parent
 WARMUP_ROUNDS = 10  # also lets the children write any missing .pyc
 ROUNDS = 200  # one run per variant each
@@ -50,35 +52,9 @@ GOAL_ENABLED_MS = 1.0
 PRINT_MODULES = "import sys; m = sorted(sys.modules); print(' '.join(m))"
 
 
-def log(message):
-    """Progress goes to stderr, so that stdout holds only the results."""
-    print(message, file=sys.stderr, flush=True)
-
-
 def base_interpreter():
     """Return the interpreter that the venv running this script was made from."""
     return os.path.realpath(getattr(sys, "_base_executable", sys.executable))
-
-
-def clean_env(autodbg=None):
-    """Return the environment for a measured child.
-
-    The caller's ``AUTODBG*`` variables are dropped so that the unset case is
-    really unset and ``AUTODBG_MODE`` & co. cannot change the enabled case;
-    ``PYTHON*`` variables (``PYTHONPATH``, ``PYTHONPROFILEIMPORTTIME``...) are
-    dropped so that the caller's settings do not shape the start-up measured.
-
-    Args:
-        autodbg (str | None): the value of ``AUTODBG``, None to leave it unset.
-    """
-    env = {
-        name: value
-        for name, value in os.environ.items()
-        if not name.startswith(("AUTODBG", "PYTHON"))
-    }
-    if autodbg is not None:
-        env["AUTODBG"] = autodbg
-    return env
 
 
 def run(*command, env=None, stream="stdout"):
@@ -113,8 +89,18 @@ def install_autodbg(python, scratch):
     isolation = ["--no-build-isolation"] if importlib.util.find_spec("hatchling") else []
     wheels = scratch / "wheels"
     quiet = ["--quiet", "--disable-pip-version-check", "--no-cache-dir"]
-    run(sys.executable, "-m", "pip", "wheel", *quiet, "--no-deps", *isolation,
-        "--wheel-dir", str(wheels), str(REPO))
+    run(
+        sys.executable,
+        "-m",
+        "pip",
+        "wheel",
+        *quiet,
+        "--no-deps",
+        *isolation,
+        "--wheel-dir",
+        str(wheels),
+        str(REPO),
+    )
     (wheel,) = wheels.glob("autodbg-*.whl")
     run(python, "-m", "pip", "install", *quiet, "--no-deps", "--no-index", str(wheel))
 
@@ -171,21 +157,10 @@ def paired_diff(base, other, resample):
     """
     diffs = [b - a for a, b in zip(base, other)]
     medians = sorted(
-        statistics.median(resample.choices(diffs, k=len(diffs)))
-        for _ in range(BOOTSTRAP_RESAMPLES)
+        statistics.median(resample.choices(diffs, k=len(diffs))) for _ in range(BOOTSTRAP_RESAMPLES)
     )
     ci = medians[int(0.025 * BOOTSTRAP_RESAMPLES)], medians[int(0.975 * BOOTSTRAP_RESAMPLES) - 1]
     return statistics.median(diffs), trimmed_mean(diffs), ci
-
-
-def verdict(ci, goal):
-    """Judge a goal on the confidence interval, not on the point estimate alone."""
-    low, high = ci
-    if high <= goal:
-        return "met"
-    if low > goal:
-        return "NOT met"
-    return "inconclusive, the 95% CI spans it"
 
 
 def autodbg_import_us(python, env):
@@ -234,10 +209,14 @@ def modules_at_startup(python, env):
 
 def report(times, resample, import_us, pth_cost_us, added_enabled, added_unset):
     """Print the results table, the goals and the module lists."""
-    print(f"start-up (python -c pass): {ROUNDS} rounds of one run per variant, in ms;"
-          f" trimmed means drop {TRIM:.0%} at each end")
-    print(f"  {'':29} {'median':>7} {'trimmed':>8}   {'paired diff (95% CI)':<24}"
-          f" {'trimmed':>7}  ratio")
+    print(
+        f"start-up (python -c pass): {ROUNDS} rounds of one run per variant, in ms;"
+        f" trimmed means drop {TRIM:.0%} at each end"
+    )
+    print(
+        f"  {'':29} {'median':>7} {'trimmed':>8}   {'paired diff (95% CI)':<24}"
+        f" {'trimmed':>7}  ratio"
+    )
     rows = [
         ("venv without autodbg", "without", None),
         ("with autodbg, AUTODBG unset", "unset", "without"),
@@ -253,16 +232,22 @@ def report(times, resample, import_us, pth_cost_us, added_enabled, added_unset):
             interval = f"{diff:+.2f} ({cis[name][0]:+.2f} .. {cis[name][1]:+.2f})"
             line += f"   {interval:<24} {trimmed:+7.2f}  {ratio:.3f} vs {base}"
         print(line)
-    print(f"goals: AUTODBG unset at most +{GOAL_UNSET_MS} ms:"
-          f" {verdict(cis['unset'], GOAL_UNSET_MS)};"
-          f" AUTODBG=1 at most +{GOAL_ENABLED_MS} ms:"
-          f" {verdict(cis['enabled'], GOAL_ENABLED_MS)}")
-    print(f"in-process, median of {IMPORTTIME_RUNS} runs:"
-          f" bootstrap import (-X importtime, AUTODBG=1) {import_us:.0f} us;"
-          f" autodbg.pth line (AUTODBG unset) {pth_cost_us:.0f} us")
+    print(
+        f"goals: AUTODBG unset at most +{GOAL_UNSET_MS} ms:"
+        f" {verdict(cis['unset'], GOAL_UNSET_MS)};"
+        f" AUTODBG=1 at most +{GOAL_ENABLED_MS} ms:"
+        f" {verdict(cis['enabled'], GOAL_ENABLED_MS)}"
+    )
+    print(
+        f"in-process, median of {IMPORTTIME_RUNS} runs:"
+        f" bootstrap import (-X importtime, AUTODBG=1) {import_us:.0f} us;"
+        f" autodbg.pth line (AUTODBG unset) {pth_cost_us:.0f} us"
+    )
     print(f"modules the bootstrap adds: {' '.join(sorted(added_enabled)) or 'none (!)'}")
-    print(f"modules added with AUTODBG unset (vs venv without autodbg):"
-          f" {' '.join(sorted(added_unset)) or 'none'}")
+    print(
+        f"modules added with AUTODBG unset (vs venv without autodbg):"
+        f" {' '.join(sorted(added_unset)) or 'none'}"
+    )
 
 
 def main():
@@ -286,8 +271,7 @@ def main():
 
         log(f"in-process costs ({IMPORTTIME_RUNS} runs each)")
         import_us = statistics.median(
-            autodbg_import_us(with_python, clean_env(autodbg="1"))
-            for _ in range(IMPORTTIME_RUNS)
+            autodbg_import_us(with_python, clean_env(autodbg="1")) for _ in range(IMPORTTIME_RUNS)
         )
         pth_cost_us = statistics.median(
             pth_us(with_python, clean_env()) for _ in range(IMPORTTIME_RUNS)

@@ -1,14 +1,12 @@
 """Real torchrun jobs (gloo on CPU): sessions per rank, reached with the CLI, nc and a terminal."""
 
 import os
-import subprocess
 import time
 
 import pexpect
 import psutil
 import pytest
 
-from conftest import PYTHON
 from harness import BIN, plain, records, target, wait_for_record, wait_until
 
 pytest.importorskip("torch")
