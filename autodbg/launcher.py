@@ -198,12 +198,13 @@ class _Announcer:
                 if key in seen:
                     continue
                 seen.add(key)
-                what = record.get("exception") or "breakpoint()"
                 if record.get("socket") is None:
-                    reach = "it has the terminal"
-                else:
-                    reach = f"attach with: autodbg attach {_target(record)}  (or: nc -U {record['socket']})"
-                say(f"{_who(record)} is in a debugger session: {what} at {record['where']}; {reach}")
+                    continue  # on the terminal: its prompt says it all, a line would only garble it
+                what = record.get("exception") or "breakpoint()"
+                say(
+                    f"{_who(record)} is in a debugger session: {what} at {record['where']}; "
+                    f"attach with: autodbg attach {_target(record)}  (or: nc -U {record['socket']})"
+                )
             time.sleep(POLL)
 
 

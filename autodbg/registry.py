@@ -18,6 +18,9 @@ peer's uid too.
 import json
 import os
 import stat
+import time
+
+EMPTY_JOB_GRACE = 60  # seconds an empty job folder is left alone
 
 SCHEMA = (
     "pid",
@@ -189,7 +192,10 @@ def sessions(root):
                 continue
             found.append(record)
         try:
-            os.rmdir(folder)  # only succeeds when the job left nothing behind
+            # Only a job folder that has been empty for a while: a session may
+            # have just made it and not yet put its socket or record there.
+            if time.time() - os.stat(folder).st_mtime > EMPTY_JOB_GRACE:
+                os.rmdir(folder)  # only succeeds when the job left nothing behind
         except OSError:
             pass
     newest = {}

@@ -52,6 +52,8 @@ def start(request):
     yield _start
     for proc in started:
         proc.kill()
+    for proc in started:
+        assert_no_autodbg_failure(proc.output, proc.argv)
 
 
 @pytest.fixture
@@ -71,3 +73,11 @@ def spawn():
     for child in started:
         if child.isalive():
             child.terminate(force=True)
+    for child in started:
+        assert_no_autodbg_failure(child.logfile_read.getvalue(), child.args)
+
+
+def assert_no_autodbg_failure(output, command):
+    """autodbg reports its own failures in one line each; no test expects one."""
+    for sign in ("autodbg: internal error", "cannot write the session record", "could not hook", "not installed:"):
+        assert sign not in output, f"{sign!r} in the output of {command}:\n{output}"
