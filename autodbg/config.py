@@ -25,6 +25,7 @@ VARIABLES = {
     "AUTODBG_WAIT": "3600",
     "AUTODBG_DIR": "$XDG_RUNTIME_DIR/autodbg, else /tmp/autodbg-<uid>",
     "AUTODBG_STACK_SIGNAL": "SIGUSR1",
+    "AUTODBG_BREAK_SIGNAL": "SIGUSR2",
     "AUTODBG_DEBUGGER": "ipdb when importable, else pdb",
     "AUTODBG_JOB": "set by autodbg",
     "AUTODBG_PG_TIMEOUT": "7200",
@@ -66,26 +67,24 @@ class Config:
         launcher (int | None): pid of the autodbg-aware torchrun launcher that
             announces this process's sessions (``AUTODBG_LAUNCHER``, set by it).
         listen (str): address a multi-node job's sessions listen on with TCP.
+        break_signal (int | None): signal number that opens a session at the
+            main thread's current frame (a live attach), None when ``off``.
     """
 
     __slots__ = (
-        "mode", "wait", "dir", "stack_signal", "debugger", "pg_timeout", "collateral", "launcher", "listen"
+        "mode", "wait", "dir", "stack_signal", "break_signal", "debugger",
+        "pg_timeout", "collateral", "launcher", "listen",
     )
 
-    def __init__(
-        self,
-        mode,
-        wait,
-        dir,
-        stack_signal,
-        debugger,
-        pg_timeout=DEFAULT_PG_TIMEOUT,
-        collateral="skip",
-        launcher=None,
-        listen="127.0.0.1",
-    ):
-        values = (mode, wait, dir, stack_signal, debugger, pg_timeout, collateral, launcher, listen)
-        for name, value in zip(self.__slots__, values):
+    def __init__(self, **fields):
+        """Set every attribute in ``__slots__`` from ``fields`` (keyword arguments).
+
+        Raises:
+            TypeError: a field is missing or unknown.
+        """
+        if set(fields) != set(self.__slots__):
+            raise TypeError(f"Config needs exactly {self.__slots__}, got {sorted(fields)}")
+        for name, value in fields.items():
             object.__setattr__(self, name, value)
 
     def __setattr__(self, name, value):
@@ -119,7 +118,8 @@ def load(environ=os.environ, warn=None):
 
     directory = environ.get("AUTODBG_DIR", "").strip() or None
 
-    stack_signal = _signal_number(environ.get("AUTODBG_STACK_SIGNAL", ""), warn)
+    stack_signal = _signal_number(environ, "AUTODBG_STACK_SIGNAL", "SIGUSR1", warn)
+    break_signal = _signal_number(environ, "AUTODBG_BREAK_SIGNAL", "SIGUSR2", warn)
 
     debugger = environ.get("AUTODBG_DEBUGGER", "").strip().lower() or None
     if debugger is not None and debugger not in DEBUGGERS:
@@ -136,7 +136,18 @@ def load(environ=os.environ, warn=None):
 
     listen = environ.get("AUTODBG_LISTEN", "").strip() or "127.0.0.1"
 
-    return Config(mode, wait, directory, stack_signal, debugger, pg_timeout, collateral, launcher, listen)
+    return Config(
+        mode=mode,
+        wait=wait,
+        dir=directory,
+        stack_signal=stack_signal,
+        break_signal=break_signal,
+        debugger=debugger,
+        pg_timeout=pg_timeout,
+        collateral=collateral,
+        launcher=launcher,
+        listen=listen,
+    )
 
 
 def _seconds(environ, variable, default, least, warn):
@@ -153,13 +164,12 @@ def _seconds(environ, variable, default, least, warn):
     return default
 
 
-def _signal_number(raw, warn):
+def _signal_number(environ, variable, default, warn):
     import _signal
 
-    raw = raw.strip()
-    default = _signal.SIGUSR1
+    raw = environ.get(variable, "").strip()
     if not raw:
-        return default
+        return getattr(_signal, default)
     if raw.lower() in FALSE:
         return None
     name = raw.upper()
@@ -171,8 +181,8 @@ def _signal_number(raw, warn):
     except (TypeError, ValueError):
         number = None
     if number is None or number in (_signal.SIGKILL, _signal.SIGSTOP) or not 0 < number < _signal.NSIG:
-        warn(_bad("AUTODBG_STACK_SIGNAL", raw, "a signal name (USR1, SIGUSR2) or number, or off", "SIGUSR1"))
-        return default
+        warn(_bad(variable, raw, "a signal name (USR1, SIGUSR2) or number, or off", default))
+        return getattr(_signal, default)
     return number
 
 
