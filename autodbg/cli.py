@@ -135,6 +135,34 @@ def _describe(record):
     return f"{' / '.join(names)} (pid {record['pid']})"
 
 
+def cmd_show(args):
+    """Print a crash record: the newest, or the newest of a rank (else a pid); ``--list`` lists them."""
+    from autodbg import crashes
+
+    try:
+        root = registry.runtime_dir(config.load(warn=_warn).dir)
+    except registry.RuntimeDirError as error:
+        raise CliError(str(error)) from None
+    found = crashes.records(root)
+    scope = f" in job {args.job}" if args.job else ""
+    if args.job:
+        found = [r for r in found if r.get("job") == args.job]
+    if args.list:
+        print(json.dumps(found, indent=2) if args.json else crashes.format_list(found) if found else "no crash records")
+        return 0
+    if args.target is not None:
+        by_rank = [r for r in found if r.get("rank") == args.target] if args.by != "pid" else []
+        by_pid = [r for r in found if r["pid"] == args.target] if args.by != "rank" else []
+        found = by_rank or by_pid
+        if not found:
+            what = args.by or "rank or pid"
+            raise CliError(f"no crash record for {what} {args.target}{scope}; `autodbg show --list` lists them")
+    elif not found:
+        raise CliError(f"no crash records{scope} in {os.path.join(root, crashes.FOLDER)}")
+    print(json.dumps(found[0], indent=2) if args.json else crashes.format_text(found[0]))
+    return 0
+
+
 def _warn(line):
     print(f"autodbg: {line}", file=sys.stderr)
 
@@ -162,6 +190,18 @@ def build_parser():
     attach.add_argument("--job", help="the job to look in (see `autodbg ls`)")
     attach.add_argument("--store", metavar="HOST:PORT", help="also look in this c10d store (other nodes' sessions)")
     attach.set_defaults(func=cmd_attach, by=None)
+
+    show = verbs.add_parser("show", help="print a crash record, kept after the process is gone")
+    show.add_argument(
+        "target", type=int, nargs="?", metavar="PID|RANK", help="the newest crash of this rank, else of this pid"
+    )
+    force = show.add_mutually_exclusive_group()
+    force.add_argument("--rank", dest="by", action="store_const", const="rank", help="TARGET is a rank")
+    force.add_argument("--pid", dest="by", action="store_const", const="pid", help="TARGET is a pid")
+    show.add_argument("--job", help="only this job's crash records")
+    show.add_argument("--list", action="store_true", help="list the crash records, newest first")
+    show.add_argument("--json", action="store_true", help="print the record (with --list: all of them) as JSON")
+    show.set_defaults(func=cmd_show, by=None)
     return parser
 
 

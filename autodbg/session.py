@@ -42,6 +42,9 @@ def post_mortem(exc, tb, thread=None):
         atexit.register(_wait_for_sessions)
     session = Session(_one_line(exc), _where(last.tb_frame, last.tb_lineno), thread)
     try:
+        from autodbg import crashes
+
+        session.crash_record = crashes.record(session, exc, tb)  # before any wait: it outlives the process
         channel = session.first_channel()
         if channel is not None:
             from autodbg import debugger
@@ -140,6 +143,7 @@ class Session:
         self.thread_ident = threading.get_ident()
         self.started = time.time()
         self.debugger = None
+        self.crash_record = None  # the path autodbg.crashes wrote for a post-mortem session
         self._server = None
         self._link = None
         self._console = None
@@ -163,6 +167,9 @@ class Session:
         except registry.RuntimeDirError as error:
             say(f"{error}; no debugger session")
             return None
+        from autodbg import ptrace
+
+        ptrace.allow()  # py-spy, gdb -p under Yama scope 1; ctypes is cheap next to a session
         self._record_path = os.path.join(folder, f"{os.getpid()}.json")
         has_terminal = console_backend.has_terminal()
         self._may_take_console = cfg.mode in ("auto", "console") and has_terminal
@@ -220,7 +227,8 @@ class Session:
                     return self._console.channel()
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                say(f"no debugger attached within {self.config.wait:g} s (AUTODBG_WAIT); going on without one")
+                kept = f" (crash record: autodbg show {os.getpid()})" if self.crash_record else ""
+                say(f"no debugger attached within {self.config.wait:g} s (AUTODBG_WAIT); going on without one{kept}")
                 return None
             conn = self._server.accept(min(remaining, 0.2) if self._may_take_console else remaining)
             if conn is None:
