@@ -38,6 +38,10 @@ def install(config):
     after_import("ctypes", _later("ptrace", "allow"))
     if config.mode == "off":
         return
+    if config.break_signal is not None:
+        import _signal
+
+        _signal.signal(config.break_signal, break_in)
     _original_excepthook = _printing_excepthook = sys.excepthook
     sys.excepthook = excepthook
     if not os.environ.get("PYTHONBREAKPOINT"):
@@ -117,6 +121,23 @@ def breakpointhook(*args, **kwargs):
     except Exception as error:
         say(f"internal error in breakpoint(): {type(error).__name__}: {error}")
         return sys.__breakpointhook__(*args, **kwargs)
+
+
+def break_in(signum, frame):
+    """The break signal's handler (``AUTODBG_BREAK_SIGNAL``): a socket session at ``frame``.
+
+    Runs in the main thread, at its next Python instruction (a thread blocked
+    in a C call runs it when the call returns). ``autodbg attach <pid>`` sends
+    the signal and connects; ``c`` resumes the program where it was. A request
+    the CLI has cancelled since (Ctrl-C) is dropped.
+    """
+    try:
+        from autodbg import session
+
+        if not session.break_cancelled():
+            session.set_trace(frame, intro="autodbg: live attach; `c` resumes the program", socket_only=True)
+    except Exception as error:
+        say(f"internal error in the break signal: {type(error).__name__}: {error}")
 
 
 def _let_pass(exc):

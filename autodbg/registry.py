@@ -7,6 +7,7 @@ Layout (DESIGN.md, contract 5)::
             <pid>.json              the session record, written to a temporary name then renamed
             <pid>.sock              the session's Unix socket, 0600
         tty-<device>.lock           the terminal lock, one per terminal device
+        break-<pid>.cancel          a live attach to <pid> that its client withdrew
 
 The terminal lock is keyed by the terminal rather than the job: any two
 processes that read one terminal must take turns, whichever job they are in.
@@ -120,6 +121,11 @@ def job_dir(root, job):
 def tty_lock_path(root, fd):
     """Return the terminal lock's path for the terminal open on ``fd``."""
     return os.path.join(root, f"tty-{os.fstat(fd).st_rdev}.lock")
+
+
+def break_cancel_path(root, pid):
+    """Return the marker by which ``autodbg attach`` withdraws a break-in request to ``pid``."""
+    return os.path.join(root, f"break-{pid}.cancel")
 
 
 def write(path, record):

@@ -56,7 +56,7 @@ def post_mortem(exc, tb, thread=None):
         session.close()
 
 
-def set_trace(frame, intro=None):
+def set_trace(frame, intro=None, socket_only=False):
     """Open a session stopped at ``frame`` (``breakpoint()``); return once the debugger is set.
 
     The program then runs under the debugger until the user continues with no
@@ -65,6 +65,8 @@ def set_trace(frame, intro=None):
     Args:
         frame (types.FrameType): the frame to stop in.
         intro (str | None): shown to the client before the first prompt.
+        socket_only (bool): never take the terminal (a live attach: the client
+            that asked for it connects to the socket).
     """
     current = _current
     if current is not None and current.thread_ident == threading.get_ident() and current.debugger:
@@ -72,7 +74,7 @@ def set_trace(frame, intro=None):
         return
     session = Session(None, _where(frame, frame.f_lineno), None)
     try:
-        channel = session.first_channel()
+        channel = session.first_channel(socket_only)
         if channel is None:
             session.close()
             return
@@ -85,6 +87,15 @@ def set_trace(frame, intro=None):
     except BaseException:
         session.close()
         raise
+
+
+def break_cancelled():
+    """Tell (once) whether the CLI cancelled the break-in request this signal answers."""
+    try:
+        os.unlink(registry.break_cancel_path(registry.runtime_dir(config.current().dir), os.getpid()))
+        return True
+    except (OSError, registry.RuntimeDirError):
+        return False
 
 
 def _wait_for_sessions():
@@ -153,8 +164,11 @@ class Session:
         self._may_take_console = False
         self._closed = False
 
-    def first_channel(self):
+    def first_channel(self, socket_only=False):
         """Find the first client: the terminal, else a socket client within ``AUTODBG_WAIT``.
+
+        Args:
+            socket_only (bool): leave the terminal alone, whatever ``AUTODBG_MODE`` says.
 
         Returns:
             autodbg.backends.Channel | None: None when nobody came (or the runtime
@@ -172,7 +186,7 @@ class Session:
         ptrace.allow()  # py-spy, gdb -p under Yama scope 1; ctypes is cheap next to a session
         self._record_path = os.path.join(folder, f"{os.getpid()}.json")
         has_terminal = console_backend.has_terminal()
-        self._may_take_console = cfg.mode in ("auto", "console") and has_terminal
+        self._may_take_console = cfg.mode in ("auto", "console") and has_terminal and not socket_only
         if cfg.mode == "console" and not has_terminal:
             say("AUTODBG_MODE=console, but stdin/stdout is not a terminal; using a socket session")
         if self._may_take_console:
