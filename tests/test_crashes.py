@@ -251,3 +251,24 @@ def test_ptrace_prctl_under_scope_1(tmp_path):
         )
     else:
         assert out.stdout.split() == ["True"] and out.stderr == ""
+
+
+def test_rank_crash_shown_by_rank_after_the_job(env, runtime_dir, start):
+    env["AUTODBG_WAIT"] = "1"
+    torchrun = [
+        os.path.join(BIN, "torchrun"),
+        "--standalone",
+        "--nproc_per_node=3",
+        target("ddp_crash.py"),
+    ]
+    job = start(torchrun, env)
+    assert job.wait(120) != 0  # torchrun's failure, as without autodbg
+    out = show(env, "1")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("crash of rank 1 (pid ") and " of 3 on " in out.stdout
+    assert "IndexError: list index out of range" in out.stdout and "    scale = 7" in out.stdout
+    record = json.loads(show(env, "--rank", "1", "--json").stdout)
+    assert (record["rank"], record["local_rank"], record["world_size"]) == (1, 1, 3)
+    assert record["where"] == f"{target('ddp_crash.py')}:10 in step"
+    assert show(env, "--job", record["job"], str(record["pid"])).returncode == 0
+    assert show(env, "--job", "another", "1").returncode == 1
