@@ -67,6 +67,39 @@ def cmd_attach(args):
     return 0
 
 
+def cmd_stack(args):
+    """Print where every thread of some processes (or of a whole job) is now, grouped."""
+    from autodbg import stacks
+
+    if not args.targets and not args.all:
+        print("autodbg: name the processes (ranks or pids), or give --all for a whole job", file=sys.stderr)
+        return 2
+    try:
+        root = registry.runtime_dir(config.load(warn=_warn).dir)
+    except registry.RuntimeDirError as error:
+        raise CliError(str(error)) from None
+    known = stacks.processes(root, args.job)
+    if args.all:
+        jobs = sorted({p["job"] for p in known if p.get("rank") is not None} or {p["job"] for p in known})
+        if not jobs:
+            raise CliError("no process with stack dumps found (autodbg registers the ranks of torch.distributed jobs)")
+        if len(jobs) > 1:
+            raise CliError(f"processes of {len(jobs)} jobs ({', '.join(jobs)}); pick one with --job")
+        targets = [p for p in known if p["job"] == jobs[0]]
+    else:
+        targets = []
+        for target in args.targets:
+            found = _resolve(known, target, None, args.job)
+            if found not in targets:
+                targets.append(found)
+    results = stacks.collect(targets, args.timeout, with_locals=args.locals)
+    if args.json:
+        print(json.dumps(results, indent=2))
+    else:
+        print(stacks.render(results, args.timeout), end="")
+    return 0 if all(r["answered"] for r in results) else 1
+
+
 def _sessions(args):
     try:
         root = registry.runtime_dir(config.load(warn=_warn).dir)
@@ -190,6 +223,15 @@ def build_parser():
     attach.add_argument("--job", help="the job to look in (see `autodbg ls`)")
     attach.add_argument("--store", metavar="HOST:PORT", help="also look in this c10d store (other nodes' sessions)")
     attach.set_defaults(func=cmd_attach, by=None)
+
+    stack = verbs.add_parser("stack", help="print where every thread of some processes, or a whole job, is now")
+    stack.add_argument("targets", type=int, nargs="*", metavar="PID|RANK", help="ranks of exactly one live job, else pids")
+    stack.add_argument("--all", action="store_true", help="every process of the job (ranks and their children)")
+    stack.add_argument("--job", help="the job to look in")
+    stack.add_argument("--json", action="store_true", help="print the raw per-process data as a JSON array")
+    stack.add_argument("--locals", action="store_true", help="each frame's locals as short reprs (needs a Python thread that can run)")
+    stack.add_argument("--timeout", type=float, default=1.5, metavar="SECONDS", help="bound on the whole collection (default 1.5)")
+    stack.set_defaults(func=cmd_stack)
 
     show = verbs.add_parser("show", help="print a crash record, kept after the process is gone")
     show.add_argument(

@@ -44,6 +44,9 @@ def patch(distributed):
     Args:
         distributed (types.ModuleType): the ``torch.distributed`` module.
     """
+    from autodbg import stacks
+
+    stacks.register()  # a rank's stack dumps go to its file too, where `autodbg stack` finds them
     c10d = getattr(distributed, "distributed_c10d", None)
     if c10d is None or getattr(c10d.init_process_group, "__autodbg__", False):
         return  # torch built without distributed support, or patched already
@@ -99,6 +102,9 @@ def _learn_identity(distributed):
             me.rank = distributed.get_rank()
         if me.world_size is None:
             me.world_size = distributed.get_world_size()
+        from autodbg import stacks
+
+        stacks.update_identity()  # `autodbg stack` names the rank too
 
 
 class _BreakpointDebugger:

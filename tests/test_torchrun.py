@@ -98,6 +98,7 @@ def test_two_ranks_share_one_terminal(env, runtime_dir, spawn, tmp_path):
     cli.expect("ipdb>")
     cli.sendline("p 7 * (int(os.environ['RANK']) + 100)")  # the echo of the line cannot match the answer
     cli.expect(str(7 * (other["rank"] + 100)))
+    cli.expect("ipdb>")  # a Ctrl-D sent before the prompt is up is eaten by the pty's cooked mode
     cli.sendcontrol("d")
     cli.expect(pexpect.EOF)
 
