@@ -54,7 +54,12 @@ def cmd_attach(args):
     """Attach this terminal to a session, chosen by rank or pid."""
     from autodbg import client
 
-    record = _resolve(_sessions(args), args.target, args.by, args.job)
+    try:
+        record = _resolve(_sessions(args), args.target, args.by, args.job)
+    except CliError:
+        if args.by == "rank" or not _breakable(args.target):
+            raise
+        record = _break_in(args.target)
     who = _describe(record)
     if not record.get("socket"):
         raise CliError(f"{who} is in a debugger on its own terminal; it cannot be attached from here")
@@ -65,6 +70,68 @@ def cmd_attach(args):
     except client.AttachError as error:
         raise CliError(f"{who}: {error}") from None
     return 0
+
+
+def _breakable(pid):
+    """Tell whether ``pid`` is a live process of this user that runs with autodbg on."""
+    import psutil
+
+    try:
+        process = psutil.Process(pid)
+        return process.uids().real == os.getuid() and config.enabled(process.environ())
+    except psutil.Error:
+        return False
+
+
+def _break_in(pid):
+    """Ask ``pid`` for a live session with its break signal; return its record once it waits.
+
+    Waits up to the target's ``AUTODBG_WAIT``; Ctrl-C withdraws the request.
+
+    Raises:
+        CliError: the target cannot be broken into, exited, or did not answer in time.
+    """
+    import time
+
+    import psutil
+
+    try:
+        settings = config.load(psutil.Process(pid).environ(), warn=lambda line: None)
+    except psutil.Error:
+        raise CliError(f"pid {pid} is gone") from None
+    if settings.break_signal is None or settings.mode == "off":
+        raise CliError(f"pid {pid} runs with its break signal off (AUTODBG_BREAK_SIGNAL, AUTODBG_MODE); nothing to attach to")
+    try:
+        root = registry.runtime_dir(settings.dir)
+    except registry.RuntimeDirError as error:
+        raise CliError(str(error)) from None
+    registry.remove(registry.break_cancel_path(root, pid))
+    os.kill(pid, settings.break_signal)
+    print(f"autodbg: asked pid {pid} to stop where it is; waiting for its session (Ctrl-C cancels)", file=sys.stderr)
+    started = time.monotonic()
+    said = False
+    try:
+        while True:
+            for record in registry.sessions(root):
+                if record["pid"] == pid and record.get("socket"):
+                    return record
+            if not psutil.pid_exists(pid):
+                raise CliError(f"pid {pid} exited before its session opened")
+            waited = time.monotonic() - started
+            if waited > settings.wait:
+                raise CliError(f"pid {pid} did not stop within {settings.wait:g} s (AUTODBG_WAIT)")
+            if waited > 1 and not said:
+                print(
+                    f"autodbg: pid {pid} is not running Python code now (its main thread is in a C call, "
+                    "a sleep or a lock); it stops as soon as it returns to Python",
+                    file=sys.stderr,
+                )
+                said = True
+            time.sleep(0.1)
+    except KeyboardInterrupt:
+        with open(registry.break_cancel_path(root, pid), "w"):
+            pass
+        raise CliError(f"cancelled; pid {pid} goes on as before") from None
 
 
 def cmd_stack(args):

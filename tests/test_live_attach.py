@@ -1,0 +1,79 @@
+"""Live attach: `autodbg attach <pid>` on a process with no session breaks into it."""
+
+import os
+import signal
+import subprocess
+
+import pexpect
+
+from conftest import PYTHON
+from harness import BIN, records, target
+
+AUTODBG = os.path.join(BIN, "autodbg")
+
+
+def test_attach_breaks_into_a_running_loop_and_resumes(env, runtime_dir, start, spawn):
+    proc = start([PYTHON, target("loop.py")], env)
+    proc.wait_for("looping")
+    for _ in range(2):  # a second attach works as the first
+        cli = spawn(f"{AUTODBG} attach {proc.pid}", env)
+        cli.expect("live attach")
+        cli.expect("ipdb>")
+        cli.sendline("p step > 0")
+        cli.expect("True")
+        cli.sendline("c")
+        cli.expect(pexpect.EOF)
+        cli.close()
+        assert cli.exitstatus == 0
+        assert proc.popen.poll() is None  # resumed, not ended
+    assert records(runtime_dir) == []
+
+
+def test_attach_waits_for_a_main_thread_held_in_c(env, runtime_dir, start, spawn, tmp_path):
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    proc = start([PYTHON, target("held_in_c.py"), str(fifo)], env)
+    proc.wait_for("held")
+    cli = spawn(f"{AUTODBG} attach {proc.pid}", env)
+    cli.expect("is not running Python code now")
+    with open(fifo, "w") as sink:
+        sink.write("go")
+    cli.expect("ipdb>")
+    cli.sendline("up")  # it stops right after the C call returned, in signal.pthread_sigmask
+    cli.expect("ipdb>")
+    cli.sendline("p fifo.closed")
+    cli.expect("True")
+    cli.sendline("c")
+    cli.expect(pexpect.EOF)
+    assert proc.popen.poll() is None
+
+
+def test_ctrl_c_cancels_the_request(env, runtime_dir, start, spawn, tmp_path):
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    proc = start([PYTHON, target("held_in_c.py"), str(fifo)], env)
+    proc.wait_for("held")
+    cli = spawn(f"{AUTODBG} attach {proc.pid}", env)
+    cli.expect("is not running Python code now")
+    cli.sendcontrol("c")
+    cli.expect("cancelled")
+    cli.expect(pexpect.EOF)
+    cli.close()
+    assert cli.exitstatus == 1
+    with open(fifo, "w") as sink:
+        sink.write("go")
+    # The late signal is dropped: the program runs on with no session.
+    proc.wait_for("released")
+    assert records(runtime_dir) == []
+    assert proc.popen.poll() is None
+
+
+def test_a_process_without_autodbg_is_left_alone(env, start):
+    env.pop("AUTODBG")
+    proc = start([PYTHON, target("loop.py")], env)
+    proc.wait_for("looping")
+    cli = subprocess.run([AUTODBG, "attach", str(proc.pid)], env=env, capture_output=True, text=True, timeout=30)
+    assert cli.returncode == 1
+    assert cli.stderr.startswith(f"autodbg: no open session for rank or pid {proc.pid}")
+    assert proc.popen.poll() is None  # no SIGUSR2 was sent: it would have killed the process
+    assert signal.SIGUSR2  # the default action of the break signal is to terminate
