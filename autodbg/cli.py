@@ -57,9 +57,10 @@ def cmd_attach(args):
     try:
         record = _resolve(_sessions(args), args.target, args.by, args.job)
     except CliError:
-        if args.by == "rank" or not _breakable(args.target):
+        process = _running(args)
+        if process is None:
             raise
-        record = _break_in(args.target)
+        record = _break_in(process["pid"], process)
     who = _describe(record)
     if not record.get("socket"):
         raise CliError(f"{who} is in a debugger on its own terminal; it cannot be attached from here")
@@ -70,6 +71,34 @@ def cmd_attach(args):
     except client.AttachError as error:
         raise CliError(f"{who}: {error}") from None
     return 0
+
+
+def _running(args):
+    """Find the running autodbg process that ``attach``'s target names, when it has no session.
+
+    A rank is looked up among the processes that registered for stack dumps
+    (every process of a torch job does, see :mod:`autodbg.stacks`); a pid
+    needs only to be a process of this user that runs with ``AUTODBG`` on.
+
+    Returns:
+        dict | None: ``{"pid": ...}`` plus the stack registration when there is one.
+    """
+    from autodbg import stacks
+
+    try:
+        known = stacks.processes(registry.runtime_dir(config.load(warn=_warn).dir), args.job)
+    except registry.RuntimeDirError:
+        known = []
+    if args.by != "pid":
+        try:
+            process = _resolve([p for p in known if p.get("rank") is not None], args.target, "rank", args.job)
+            return process if _breakable(process["pid"]) else None
+        except CliError:
+            if args.by == "rank":
+                return None
+    if not _breakable(args.target):
+        return None
+    return next((p for p in known if p["pid"] == args.target), {"pid": args.target})
 
 
 def _breakable(pid):
@@ -83,10 +112,12 @@ def _breakable(pid):
         return False
 
 
-def _break_in(pid):
+def _break_in(pid, process):
     """Ask ``pid`` for a live session with its break signal; return its record once it waits.
 
     Waits up to the target's ``AUTODBG_WAIT``; Ctrl-C withdraws the request.
+    When the process has a stack file (``process["path"]``) and does not stop
+    within a second, its stacks are shown: where its main thread is held.
 
     Raises:
         CliError: the target cannot be broken into, exited, or did not answer in time.
@@ -126,6 +157,10 @@ def _break_in(pid):
                     "a sleep or a lock); it stops as soon as it returns to Python",
                     file=sys.stderr,
                 )
+                if "path" in process:
+                    from autodbg import stacks
+
+                    print(stacks.render(stacks.collect([process], 1.0), 1.0), end="", file=sys.stderr)
                 said = True
             time.sleep(0.1)
     except KeyboardInterrupt:

@@ -5,6 +5,7 @@ import signal
 import subprocess
 
 import pexpect
+import pytest
 
 from conftest import PYTHON
 from harness import BIN, records, target
@@ -77,3 +78,27 @@ def test_a_process_without_autodbg_is_left_alone(env, start):
     assert cli.stderr.startswith(f"autodbg: no open session for rank or pid {proc.pid}")
     assert proc.popen.poll() is None  # no SIGUSR2 was sent: it would have killed the process
     assert signal.SIGUSR2  # the default action of the break signal is to terminate
+
+
+@pytest.mark.torch
+@pytest.mark.timeout(240)
+def test_attach_by_rank_in_a_torchrun_job(env, runtime_dir, start, spawn):
+    pytest.importorskip("torch")
+    job = start([os.path.join(BIN, "torchrun"), "--standalone", "--nproc_per_node=2", target("rank_loop.py")], env)
+    job.wait_for("rank 1 looping", timeout=120)
+    for _ in range(2):
+        cli = spawn(f"{AUTODBG} attach 1", env)
+        cli.expect("live attach")
+        cli.expect("ipdb>")
+        cli.sendline("p step > 0, rank")
+        cli.expect(r"\(True, 1\)")
+        cli.sendline("c")
+        cli.expect(pexpect.EOF)
+    # Rank 0 waits in all_reduce, a C call: the CLI says so and shows where.
+    cli = spawn(f"{AUTODBG} attach 0", env)
+    cli.expect("is not running Python code now")
+    cli.expect("all_reduce")
+    cli.sendcontrol("c")
+    cli.expect("cancelled")
+    cli.expect(pexpect.EOF)
+    assert records(runtime_dir) == []
