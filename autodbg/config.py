@@ -26,6 +26,7 @@ VARIABLES = {
     "AUTODBG_DIR": "$XDG_RUNTIME_DIR/autodbg, else /tmp/autodbg-<uid>",
     "AUTODBG_STACK_SIGNAL": "SIGUSR1",
     "AUTODBG_BREAK_SIGNAL": "SIGUSR2",
+    "AUTODBG_HANG": "unset (off)",
     "AUTODBG_DEBUGGER": "ipdb when importable, else pdb",
     "AUTODBG_JOB": "set by autodbg",
     "AUTODBG_PG_TIMEOUT": "7200",
@@ -69,11 +70,13 @@ class Config:
         listen (str): address a multi-node job's sessions listen on with TCP.
         break_signal (int | None): signal number that opens a session at the
             main thread's current frame (a live attach), None when ``off``.
+        hang (float | None): seconds without progress of the main thread after
+            which the hang watchdog dumps stacks; None (unset) = no watchdog.
     """
 
     __slots__ = (
         "mode", "wait", "dir", "stack_signal", "break_signal", "debugger",
-        "pg_timeout", "collateral", "launcher", "listen",
+        "pg_timeout", "collateral", "launcher", "listen", "hang",
     )
 
     def __init__(self, **fields):
@@ -136,6 +139,16 @@ def load(environ=os.environ, warn=None):
 
     listen = environ.get("AUTODBG_LISTEN", "").strip() or "127.0.0.1"
 
+    hang = None
+    raw = environ.get("AUTODBG_HANG", "").strip()
+    if raw.lower() not in FALSE:
+        try:
+            hang = float(raw) if 0 < float(raw) < float("inf") else None
+        except ValueError:
+            pass
+        if hang is None:
+            warn(_bad("AUTODBG_HANG", raw, "a number of seconds > 0, or unset", "off"))
+
     return Config(
         mode=mode,
         wait=wait,
@@ -147,6 +160,7 @@ def load(environ=os.environ, warn=None):
         collateral=collateral,
         launcher=launcher,
         listen=listen,
+        hang=hang,
     )
 
 

@@ -36,6 +36,10 @@ def install(config):
         faulthandler.register(config.stack_signal, all_threads=True, chain=False)
     # py-spy and gdb -p under Yama scope 1, once ctypes is loaded anyway (autodbg.ptrace says why).
     after_import("ctypes", _later("ptrace", "allow"))
+    if config.hang is not None:
+        from autodbg import watchdog
+
+        watchdog.start(config.hang)
     if config.mode == "off":
         return
     if config.break_signal is not None:
