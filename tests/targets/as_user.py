@@ -11,7 +11,9 @@ import readline  # noqa: F401  (pdb imports it when it starts)
 
 import psutil  # noqa: F401
 
+import autodbg.crashes  # noqa: F401
 import autodbg.debugger  # noqa: F401
+import autodbg.ptrace  # noqa: F401
 import autodbg.session  # noqa: F401
 
 os.setgroups([])
