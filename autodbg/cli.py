@@ -176,10 +176,7 @@ def cmd_stack(args):
     if not args.targets and not args.all:
         print("autodbg: name the processes (ranks or pids), or give --all for a whole job", file=sys.stderr)
         return 2
-    try:
-        root = registry.runtime_dir(config.load(warn=_warn).dir)
-    except registry.RuntimeDirError as error:
-        raise CliError(str(error)) from None
+    root = _runtime_dir()
     known = stacks.processes(root, args.job)
     if args.all:
         jobs = sorted({p["job"] for p in known if p.get("rank") is not None} or {p["job"] for p in known})
@@ -202,11 +199,20 @@ def cmd_stack(args):
     return 0 if all(r["answered"] for r in results) else 1
 
 
-def _sessions(args):
+def _runtime_dir():
+    """Return the checked runtime directory of the CLI's environment.
+
+    Raises:
+        CliError: it is unsafe or cannot be made (the message says which and what to do).
+    """
     try:
-        root = registry.runtime_dir(config.load(warn=_warn).dir)
+        return registry.runtime_dir(config.load(warn=_warn).dir)
     except registry.RuntimeDirError as error:
         raise CliError(str(error)) from None
+
+
+def _sessions(args):
+    root = _runtime_dir()
     records = registry.sessions(root)
     if args.store or identity.store_address():
         records += _store_sessions(args.store or identity.store_address(), records, explicit=bool(args.store))
@@ -274,10 +280,7 @@ def cmd_show(args):
     """Print a crash record: the newest, or the newest of a rank (else a pid); ``--list`` lists them."""
     from autodbg import crashes
 
-    try:
-        root = registry.runtime_dir(config.load(warn=_warn).dir)
-    except registry.RuntimeDirError as error:
-        raise CliError(str(error)) from None
+    root = _runtime_dir()
     found = crashes.records(root)
     scope = f" in job {args.job}" if args.job else ""
     if args.job:

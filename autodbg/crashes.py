@@ -92,14 +92,7 @@ def build(session, exc, tb):
     frames = frames[omitted:]
     data = {
         "pid": os.getpid(),
-        "rank": ident.rank,
-        "local_rank": ident.local_rank,
-        "world_size": ident.world_size,
-        "host": ident.host,
-        "job": ident.job,
-        "role": ident.role,
-        "parent_pid": ident.parent_pid,
-        "parent_rank": ident.parent_rank,
+        **ident.fields(),
         "argv": list(sys.argv),
         "time": now,
         "thread": session.thread_name,

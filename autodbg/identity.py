@@ -81,6 +81,19 @@ class Identity:
         me = (self.rank, self.local_rank, self.world_size, self.job, self.host)
         return Identity(*me, role=role, parent_pid=parent_pid, parent_rank=self.rank)
 
+    def fields(self):
+        """Return this identity as the fields of a session or crash record (a new dict)."""
+        return {
+            "rank": self.rank,
+            "local_rank": self.local_rank,
+            "world_size": self.world_size,
+            "host": self.host,
+            "job": self.job,
+            "role": self.role,
+            "parent_pid": self.parent_pid,
+            "parent_rank": self.parent_rank,
+        }
+
     def label(self):
         """Return ``"[rank N] "``, ``"[rank N / <role>] "``, ``"[<role>] "`` or ``""``."""
         parts = [] if self.rank is None else [f"rank {self.rank}"]

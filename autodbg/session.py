@@ -334,11 +334,7 @@ class Session:
         ident = self.identity
         record = {
             "pid": os.getpid(),
-            "rank": ident.rank,
-            "local_rank": ident.local_rank,
-            "world_size": ident.world_size,
-            "host": ident.host,
-            "job": ident.job,
+            **ident.fields(),
             "state": state,
             "socket": None if self._server is None else self._server.path,
             "exception": self.exception,
@@ -348,9 +344,6 @@ class Session:
             "thread": self.thread_name,
             "argv": list(sys.argv),
             "process_started": registry.process_started(os.getpid()),
-            "role": ident.role,
-            "parent_pid": ident.parent_pid,
-            "parent_rank": ident.parent_rank,
             "tcp": None,
             "token": None,
         }
