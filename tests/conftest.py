@@ -5,6 +5,7 @@ import sys
 import tempfile
 
 import pexpect
+import psutil
 import pytest
 
 from harness import BIN, Proc
@@ -72,7 +73,16 @@ def spawn():
     yield _spawn
     for child in started:
         if child.isalive():
+            try:
+                descendants = psutil.Process(child.pid).children(recursive=True)
+            except psutil.Error:
+                descendants = []
             child.terminate(force=True)
+            for process in descendants:  # torchrun's workers live in sessions of their own
+                try:
+                    process.kill()
+                except psutil.Error:
+                    pass
     for child in started:
         assert_no_autodbg_failure(child.logfile_read.getvalue(), child.args)
 

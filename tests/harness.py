@@ -98,17 +98,32 @@ class Proc:
         return status
 
     def kill(self):
-        """Terminate the process group, then kill it after 5 s."""
+        """Terminate the process group, then kill it after 5 s; then kill what is left of its tree.
+
+        torchrun starts each worker in a session of its own, outside this
+        process group: they are found as descendants before the group goes.
+        """
+        import psutil
+
+        try:
+            descendants = psutil.Process(self.pid).children(recursive=True)
+        except psutil.Error:
+            descendants = []
         for sig, grace in ((signal.SIGTERM, 5), (signal.SIGKILL, 5)):
             try:
                 os.killpg(self.pid, sig)
             except ProcessLookupError:
-                return
+                break
             try:
                 self.popen.wait(grace)
-                return
+                break
             except subprocess.TimeoutExpired:
                 continue
+        for process in descendants:
+            try:
+                process.kill()
+            except psutil.Error:
+                pass
 
 
 def records(runtime_dir):
