@@ -151,6 +151,11 @@ def wait_for_record(runtime_dir, timeout=60, **fields):
     return wait_until(find, timeout, f"a session record with {fields} in {runtime_dir}")
 
 
+def files_under(root, keep):
+    """Return the paths of the files below ``root`` whose name ``keep(name)`` accepts."""
+    return [os.path.join(folder, name) for folder, _, names in os.walk(root) for name in names if keep(name)]
+
+
 def plain(text):
     """Return ``text`` without terminal escape sequences (colours, cursor moves)."""
     return re.sub(r"\x1b(\[[0-9;?]*[ -/]*[@-~]|[()][0-9A-Za-z]|[=>])", "", text)

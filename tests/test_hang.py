@@ -5,7 +5,7 @@ import os
 import pytest
 
 from conftest import PYTHON
-from harness import BIN, target, wait_until
+from harness import BIN, files_under, target, wait_until
 
 
 def test_plain_process_dumps_once(env, runtime_dir, start, tmp_path):
@@ -16,7 +16,7 @@ def test_plain_process_dumps_once(env, runtime_dir, start, tmp_path):
     proc.wait_for("no progress for 1 s at", timeout=30)
     proc.wait_for("in wait_here")
     dumps = wait_until(
-        lambda: [os.path.join(d, f) for d, _, fs in os.walk(runtime_dir) for f in fs if f.startswith("hang-")],
+        lambda: files_under(runtime_dir, lambda name: name.startswith("hang-")),
         10, "the hang dump file")
     assert "wait_here" in open(dumps[0]).read()
     with open(fifo, "w") as sink:
@@ -39,7 +39,7 @@ def test_deadlocked_job_gets_one_grouped_dump(env, runtime_dir, start):
     env["AUTODBG_HANG"] = "3"
     job = start([os.path.join(BIN, "torchrun"), "--standalone", "--nproc_per_node=4", target("ddp_hang.py")], env)
     grouped = wait_until(
-        lambda: [os.path.join(d, "hang.txt") for d, _, fs in os.walk(runtime_dir) if "hang.txt" in fs],
+        lambda: files_under(runtime_dir, lambda name: name == "hang.txt"),
         120, "the job's grouped hang dump")[0]
     text = wait_until(lambda: (lambda t: t if "rank" in t and t.endswith("\n") else "")(open(grouped).read()),
                       30, "hang.txt written")

@@ -10,7 +10,7 @@ import pexpect
 import pytest
 
 from conftest import PYTHON
-from harness import target, wait_until
+from harness import files_under, target, wait_until
 
 TEST_USER = "autodbg-test"
 
@@ -67,7 +67,7 @@ def test_client_of_another_uid_is_refused(env, spawn, start, other_user):
         proc = start([PYTHON, target("as_user.py"), uid, gid], env)
         proc.wait_for("waiting up to")
         sockets = wait_until(
-            lambda: [os.path.join(d, f) for d, _, fs in os.walk(runtime_dir) for f in fs if f.endswith(".sock")],
+            lambda: files_under(runtime_dir, lambda name: name.endswith(".sock")),
             30, "the session's socket")
         nc = spawn(f"nc -U {sockets[0]}", env)
         nc.expect(f"autodbg: refused: uid 0 may not attach to a session of uid {other_user.pw_uid}")

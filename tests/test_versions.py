@@ -8,7 +8,7 @@ import subprocess
 import pexpect
 import pytest
 
-from harness import target, wait_until
+from harness import files_under, target, wait_until
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -53,7 +53,7 @@ def test_console_and_socket_sessions(other_python, env, runtime_dir, spawn):
     proc = spawn(f"bash -c '{other_python} {target('crash.py')} < /dev/null 2>&1 | cat'", env)
     proc.expect("waiting up to")
     socket = wait_until(
-        lambda: [os.path.join(d, f) for d, _, fs in os.walk(runtime_dir) for f in fs if f.endswith(".sock")],
+        lambda: files_under(runtime_dir, lambda name: name.endswith(".sock")),
         30, "the session's socket")[0]
     nc = spawn(f"nc -U {socket}", env)
     nc.expect(r"\(Pdb\) ")
