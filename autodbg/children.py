@@ -43,13 +43,14 @@ imports them, with fork it inherits the patched modules.
 Each child gets a role (``Process-1``, ``spawn process 1``,
 ``DataLoader worker 0``) and its parent's pid and rank, for its record and its
 ``autodbg:`` lines (:meth:`autodbg.identity.Identity.child`). A parent that
-then fails only because its child did is collateral (:func:`let_pass`).
+then fails only because its child did is collateral (:mod:`autodbg.triage`).
 """
 
 import functools
 import sys
 
 from autodbg import hooks, identity
+from autodbg.messages import say
 
 # Targets of torch's children, by (module, name): the parameter that numbers
 # the child, and the role it gets.
@@ -57,8 +58,6 @@ _TORCH_TARGETS = {
     ("torch.multiprocessing.spawn", "_wrap"): ("i", "spawn process {}"),
     ("torch.utils.data._utils.worker", "_worker_loop"): ("worker_id", "DataLoader worker {}"),
 }
-_DATALOADER_RERAISE = " in DataLoader worker process "  # torch._utils.ExceptionWrapper.reraise
-_COLLATERAL = " (collateral, not this process's bug); no debugger session (AUTODBG_COLLATERAL=debug opens one)"
 
 
 def patch(module):
@@ -79,38 +78,6 @@ def patch(module):
         "torch.utils.data._utils.worker": _patch_worker_exceptions,
     }
     patches[module.__name__](module)
-
-
-def let_pass(exc):
-    """Tell whether ``exc``, uncaught in a parent, only reports that a child failed.
-
-    The child had the session (or could have had it); the parent's frames say
-    nothing about the bug.
-
-    Args:
-        exc (BaseException): the uncaught exception.
-
-    Returns:
-        str | None: a one-line reason for no session (``torch.multiprocessing``'s
-        ``ProcessRaisedException`` or ``ProcessExitedException``, or an exception
-        re-raised from a DataLoader worker, "Caught ... in DataLoader worker
-        process N."), or None. Called only when ``AUTODBG_COLLATERAL`` is ``skip``.
-    """
-    kind = type(exc)
-    if any(
-        c.__name__ == "ProcessException" and c.__module__ == "torch.multiprocessing.spawn"
-        for c in kind.__mro__
-    ):
-        index, pid = getattr(exc, "error_index", "?"), getattr(exc, "error_pid", "?")
-        return f"{kind.__name__} because spawn process {index} (pid {pid}) failed{_COLLATERAL}"
-    try:
-        first = str(exc).partition("\n")[0]
-    except Exception:
-        return None
-    if first.startswith("Caught ") and _DATALOADER_RERAISE in first:
-        worker = first.rpartition(" ")[2].rstrip(".")
-        return f"{kind.__name__} re-raised from DataLoader worker {worker}{_COLLATERAL}"
-    return None
 
 
 def _patch_bootstrap(process_module):
@@ -164,7 +131,7 @@ def _name_child(process, process_module):
             _role(process), None if parent is None else parent.pid
         )
     except Exception as error:
-        hooks.say(f"could not name child process {process.name}: {type(error).__name__}: {error}")
+        say(f"could not name child process {process.name}: {type(error).__name__}: {error}")
 
 
 def _role(process):

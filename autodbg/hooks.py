@@ -1,22 +1,21 @@
 """The hooks autodbg installs in every process: excepthooks, breakpointhook,
-post-import hooks and the stack-dump signal.
+the break signal, post-import hooks and the stack-dump signal.
 
-This module runs at start-up, so it imports only ``sys``, ``os`` and
-``faulthandler`` (a built-in). Everything that does real work (``session``,
-``threading``, sockets, the debugger, torch) is imported when an exception,
-a ``breakpoint()`` or an import of the program calls for it.
-
-``threading.excepthook`` cannot be set before ``threading`` is imported, and
-importing it at start-up would cost every process; so a meta-path finder
-watches for the import and patches the module right after it executes
-(the post-import hook idea of PEP 369, done with PEP 451 loaders). The same
-finder patches ``torch.distributed`` when, and only when, the program imports it.
+This module runs at start-up, so it imports only ``sys``, ``os``,
+``faulthandler`` (a built-in) and :mod:`autodbg.importhook`. Everything that
+does real work (``session``, ``threading``, sockets, the debugger, torch) is
+imported when an exception, a ``breakpoint()``, a signal or an import of the
+program calls for it. Each hook is a door of :mod:`autodbg.guard`: what it
+does is decided elsewhere (:mod:`autodbg.triage` for "session or not",
+:mod:`autodbg.session` for the session), and an error inside becomes one
+``autodbg:`` line and Python's own behaviour.
 """
 
 import os
 import sys
 
-_config = None
+from autodbg.importhook import after_import
+
 _original_excepthook = None  # the hook before autodbg's; prints for wrappers above us
 _printing_excepthook = None  # what autodbg's hook calls to print the traceback
 _printing = False
@@ -28,8 +27,7 @@ def install(config):
     Args:
         config (autodbg.config.Config): the settings to follow.
     """
-    global _config, _original_excepthook, _printing_excepthook
-    _config = config
+    global _original_excepthook, _printing_excepthook
     if config.stack_signal is not None:
         import faulthandler
 
@@ -74,6 +72,8 @@ def excepthook(exc_type, exc, tb):
     _printing = True
     try:
         _printing_excepthook(exc_type, exc, tb)
+    except Exception:
+        sys.__excepthook__(exc_type, exc, tb)  # the traceback is printed, whoever failed
     finally:
         _printing = False
     post_mortem(exc, tb)
@@ -92,39 +92,57 @@ def adopt(wrapper):
 
 
 def post_mortem(exc, tb, thread=None):
-    """Open a post-mortem session for an uncaught exception, unless it is one to let pass.
+    """Open a post-mortem session for an uncaught exception, unless :mod:`autodbg.triage` says not.
 
-    Never raises: an internal error becomes one ``autodbg:`` line.
+    Blocks until the session ends. Never raises: an internal error becomes one
+    ``autodbg:`` line; a Ctrl-C while the session waits ends it.
 
     Args:
         exc (BaseException): the exception.
         tb (types.TracebackType | None): its traceback.
         thread (threading.Thread | None): the thread it ended, None for the main thread.
     """
-    try:
-        reason = _let_pass(exc)
-        if reason:
-            if reason is not True:
-                say(reason)
-            return
-        from autodbg import session
+    from autodbg import guard
 
-        session.post_mortem(exc, tb, thread)
+    try:
+        guard.call("the excepthook", _post_mortem, exc, tb, thread)
     except KeyboardInterrupt:
+        from autodbg.messages import say
+
         say("interrupted; no debugger session")
-    except Exception as error:
-        say(f"internal error, no debugger session: {type(error).__name__}: {error}")
+
+
+def _post_mortem(exc, tb, thread):
+    from autodbg import triage
+
+    open_session, reason = triage.decide(exc, None if thread is None else thread.name)
+    if not open_session:
+        if reason:
+            from autodbg.messages import say
+
+            say(reason)
+        return
+    from autodbg import session
+
+    session.post_mortem(exc, tb, thread)
 
 
 def breakpointhook(*args, **kwargs):
-    """``sys.breakpointhook`` (PEP 553): open a session at the caller's frame."""
-    try:
-        from autodbg import session
+    """``sys.breakpointhook`` (PEP 553): open a session at the caller's frame.
 
-        return session.set_trace(sys._getframe(1))
-    except Exception as error:
-        say(f"internal error in breakpoint(): {type(error).__name__}: {error}")
-        return sys.__breakpointhook__(*args, **kwargs)
+    Reached from a debugger command of a session of this thread (``p
+    helper()`` where ``helper`` calls ``breakpoint()``), it opens a nested
+    prompt on the same client, as pdb's ``debug`` command does; the outer
+    prompt comes back when it ends.
+    """
+    from autodbg import guard, session
+
+    return guard.call(
+        "breakpoint()",
+        session.set_trace,
+        sys._getframe(1),
+        otherwise=lambda: sys.__breakpointhook__(*args, **kwargs),
+    )
 
 
 def break_in(signum, frame):
@@ -133,29 +151,25 @@ def break_in(signum, frame):
     Runs in the main thread, at its next Python instruction (a thread blocked
     in a C call runs it when the call returns). ``autodbg attach <pid>`` sends
     the signal and connects; ``c`` resumes the program where it was. A request
-    the CLI has cancelled since (Ctrl-C) is dropped.
+    the CLI has cancelled since (Ctrl-C) is dropped, and so is a signal that
+    comes while a session of this process is open (with a line saying so, on
+    stderr and to the session's client).
     """
-    try:
-        from autodbg import session
+    from autodbg import guard
 
-        if not session.break_cancelled():
-            session.set_trace(frame, intro="autodbg: live attach; `c` resumes the program", socket_only=True)
-    except Exception as error:
-        say(f"internal error in the break signal: {type(error).__name__}: {error}")
+    guard.call("the break signal", _break_in, frame)
 
 
-def _let_pass(exc):
-    """Return True (quietly) or a one-line reason when ``exc`` gets no session."""
-    if exc is None or isinstance(exc, (KeyboardInterrupt, SystemExit)):
-        return True
-    kind = type(exc)
-    if kind.__name__ == "BdbQuit" and kind.__module__ == "bdb":
-        return True  # the user quit pdb at a breakpoint: Python just prints it
-    if "torch.distributed" in sys.modules:
-        from autodbg import torch_hooks
+def _break_in(frame):
+    from autodbg import guard, session
 
-        return torch_hooks.let_pass(exc)
-    return False
+    if session.break_cancelled():
+        return
+    busy = guard.anywhere() or (session.current() and "in a debugger session")
+    if busy:
+        session.tell(f"break signal ignored: this process is {busy} already")
+        return
+    session.set_trace(frame, intro="autodbg: live attach; `c` resumes the program", socket_only=True)
 
 
 def _patch_threading(threading):
@@ -177,91 +191,3 @@ def _later(module, function):
         getattr(__import__(f"autodbg.{module}", fromlist=[function]), function)(imported)
 
     return callback
-
-
-_watched = {}
-
-
-def after_import(name, callback):
-    """Call ``callback(module)`` right after the module ``name`` is first imported.
-
-    If it is already imported, call it now. The finder is inserted once at the
-    front of ``sys.meta_path`` and costs one dict look-up per import.
-
-    Args:
-        name (str): the module's full name.
-        callback (Callable[[types.ModuleType], None]): errors in it are reported
-            as one ``autodbg:`` line, never raised into the importer.
-    """
-    module = sys.modules.get(name)
-    if module is not None:
-        _run_callback(callback, module)
-        return
-    if not _watched:
-        sys.meta_path.insert(0, _PostImportFinder)
-    _watched[name] = callback
-
-
-def say(text):
-    """Print one ``autodbg:`` line (see :mod:`autodbg.messages`, imported only when needed)."""
-    from autodbg import messages
-
-    messages.say(text)
-
-
-def _run_callback(callback, module):
-    try:
-        callback(module)
-    except Exception as error:
-        say(f"could not hook {module.__name__}: {type(error).__name__}: {error}")
-
-
-class _PostImportFinder:
-    """A meta-path finder that finds nothing itself: it wraps the loader of watched modules."""
-
-    _busy = set()
-
-    @classmethod
-    def find_spec(cls, name, path=None, target=None):
-        if name not in _watched or name in cls._busy:
-            return None
-        cls._busy.add(name)
-        try:
-            for finder in sys.meta_path:
-                find = getattr(finder, "find_spec", None)
-                if finder is cls or find is None:
-                    continue
-                spec = find(name, path, target)
-                if spec is not None:
-                    break
-            else:
-                return None
-        finally:
-            cls._busy.discard(name)
-        if spec.loader is None or not hasattr(spec.loader, "exec_module"):
-            return spec
-        spec.loader = _CallbackLoader(spec.loader, _watched.pop(name))
-        return spec
-
-
-class _CallbackLoader:
-    """Delegates to the real loader, then runs the callback on the executed module."""
-
-    def __init__(self, loader, callback):
-        self._loader = loader
-        self._callback = callback
-
-    def __getattr__(self, name):
-        return getattr(self._loader, name)
-
-    def create_module(self, spec):
-        return self._loader.create_module(spec)
-
-    def exec_module(self, module):
-        # Give the module its real loader back before its code runs, so that
-        # nothing the module or its users inspect ever sees this wrapper.
-        module.__loader__ = self._loader
-        if module.__spec__ is not None:
-            module.__spec__.loader = self._loader
-        self._loader.exec_module(module)
-        _run_callback(self._callback, module)

@@ -31,7 +31,7 @@ import threading
 import time
 
 from autodbg import config, registry
-from autodbg.hooks import say
+from autodbg.messages import say
 
 POLL = 0.5  # seconds between looks at the runtime directory
 

@@ -8,6 +8,16 @@ Not imported at start-up unless a setting is bad.
 
 import sys
 
+# How every line about a failure of autodbg's own begins, after the prefix: the
+# tests fail on any of them (tests/conftest.py), so each such line uses one.
+FAILURES = (
+    "internal error",  # :func:`internal_error`: a bug of autodbg's, caught by autodbg.guard
+    "could not hook",  # a module of the program's that autodbg could not patch
+    "cannot write the session record",
+    "cannot write the crash record",
+    "not installed:",  # the bootstrap failed: Python goes on without autodbg
+)
+
 
 def say(text):
     """Print ``autodbg: [rank N] <text>`` on the original stderr; never raises.
@@ -29,3 +39,13 @@ def say(text):
             os.write(2, line.encode("utf-8", "replace"))
         except OSError:
             pass
+
+
+def internal_error(where, error):
+    """Print the one line for an error inside autodbg: ``internal error in <where>: <Type>: <text>``.
+
+    Args:
+        where (str): which of autodbg's entry points failed, e.g. ``the excepthook``.
+        error (BaseException): what it raised.
+    """
+    say(f"internal error in {where}: {type(error).__name__}: {error}")

@@ -89,6 +89,23 @@ def set_trace(frame, intro=None, socket_only=False):
         raise
 
 
+def current():
+    """Return the open session of this process, or None."""
+    return _current
+
+
+def tell(text):
+    """Say ``text`` as one ``autodbg:`` line on stderr and to the open session's client, if any.
+
+    Args:
+        text (str): one line, without the prefix.
+    """
+    say(text)
+    session = _current
+    if session is not None:
+        session.tell_client(f"autodbg: {text}")
+
+
 def break_cancelled():
     """Tell (once) whether the CLI cancelled the break-in request this signal answers."""
     try:
@@ -307,6 +324,16 @@ class Session:
         for part in (self._server, self._link, self._console):
             if part is not None:
                 part.forget()
+
+    def tell_client(self, line):
+        """Write ``line`` to the attached client, if there is one; never raises."""
+        link = self._link
+        if link is not None and not link.gone:
+            try:
+                link.channel.stdout.write(f"\r\n{line}\r\n")
+                link.channel.stdout.flush()
+            except (OSError, ValueError):
+                pass
 
     def _drop_client(self, farewell):
         if self._refusing is not None:

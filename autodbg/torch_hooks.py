@@ -25,17 +25,11 @@ and ``torch/distributed/__init__.py``), each with a test in tests/test_torch_hoo
 
 import datetime
 import functools
-import os
 import sys
 
 from autodbg import config, identity
-from autodbg.hooks import adopt, excepthook, say
-
-# Phrases of gloo's, NCCL's and the c10d store's errors when a peer process is gone.
-_PEER_GONE = ("Connection closed by peer", "Connection reset by peer", "Broken pipe")
-# What makes an exception a communication failure that another rank can cause.
-_COMMUNICATION = ("gloo", "nccl", "NCCL", "c10d", "Timed out", "timed out", "Connection")
-_DIST_ERRORS = ("DistError", "DistBackendError", "DistNetworkError", "DistStoreError")
+from autodbg.hooks import adopt, excepthook
+from autodbg.messages import say
 
 
 def patch(distributed):
@@ -122,60 +116,3 @@ class _BreakpointDebugger:
         from autodbg import session
 
         session.set_trace(frame or sys._getframe(1), intro="\n".join(self._messages))
-
-
-def let_pass(exc):
-    """Decide whether an exception in a torch.distributed process gets no session.
-
-    Args:
-        exc (BaseException): the uncaught exception.
-
-    Returns:
-        bool | str: True to pass quietly (torchrun's launcher reporting a failed
-        worker with ``ChildFailedError``: the worker's own session is the one to
-        debug); a one-line reason for a collateral failure (a communication
-        error because a peer rank is gone or sits in a debugger, or a child
-        process that failed: :func:`autodbg.children.let_pass`), unless
-        ``AUTODBG_COLLATERAL=debug``; False to open a session.
-    """
-    kind = type(exc)
-    if kind.__name__ == "ChildFailedError" and kind.__module__.startswith("torch.distributed.elastic"):
-        return True
-    if config.current().collateral == "debug":
-        return False
-    from autodbg import children
-
-    failed_child = children.let_pass(exc)
-    if failed_child:
-        return failed_child
-    if not isinstance(exc, RuntimeError):
-        return False
-    text = str(exc)
-    if any(phrase in text for phrase in _PEER_GONE):
-        why = "a peer rank is gone"
-    elif kind.__name__ in _DIST_ERRORS or any(marker in text for marker in _COMMUNICATION):
-        peers = _peers_in_session()
-        if not peers:
-            return False
-        why = f"rank {peers[0]} is in a debugger session" if len(peers) == 1 else f"ranks {peers} are in debugger sessions"
-    else:
-        return False
-    return (
-        f"{kind.__name__} because {why} (collateral, not this rank's bug); "
-        "no debugger session (AUTODBG_COLLATERAL=debug opens one)"
-    )
-
-
-def _peers_in_session():
-    from autodbg import registry
-
-    try:
-        records = registry.sessions(registry.runtime_dir(config.current().dir))
-    except registry.RuntimeDirError:
-        return []
-    me = identity.current
-    return sorted(
-        r["rank"] if r.get("rank") is not None else r["pid"]
-        for r in records
-        if r.get("job") == me.job and r["pid"] != os.getpid()
-    )

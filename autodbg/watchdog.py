@@ -23,7 +23,7 @@ import os
 import sys
 import time
 
-from autodbg.hooks import say
+from autodbg.messages import say
 
 COLLECT_TIMEOUT = 5.0  # seconds to gather the job's stacks for hang.txt
 

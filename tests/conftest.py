@@ -8,6 +8,7 @@ import pexpect
 import psutil
 import pytest
 
+from autodbg.messages import FAILURES
 from harness import BIN, Proc
 
 PYTHON = sys.executable
@@ -88,6 +89,8 @@ def spawn():
 
 
 def assert_no_autodbg_failure(output, command):
-    """autodbg reports its own failures in one line each; no test expects one."""
-    for sign in ("autodbg: internal error", "cannot write the session record", "could not hook", "not installed:"):
-        assert sign not in output, f"{sign!r} in the output of {command}:\n{output}"
+    """autodbg reports its own failures in one line each (autodbg.messages.FAILURES); no test expects one."""
+    for sign in FAILURES:
+        assert f"autodbg: {sign}" not in output and f"] {sign}" not in output, (
+            f"{sign!r} in the output of {command}:\n{output}"
+        )
