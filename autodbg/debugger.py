@@ -8,7 +8,11 @@ autodbg's subclass changes two things and keeps every command of the base:
   (``nc``/``socat``);
 * end of input on a socket client (Ctrl-D, or the client died) detaches:
   the session waits for the next client, which carries on in the same frame;
-  on the console, end of input quits, as in pdb.
+  on the console, end of input quits, as in pdb;
+* a ``breakpoint()`` reached by one of its own commands (``p helper()``)
+  opens a nested prompt on the same client, ``((ipdb>))``, like the prompt of
+  pdb's ``debug`` command; ``c`` or ``q`` there returns to the outer prompt
+  (:meth:`_AutodbgMixin.autodbg_nested`).
 """
 
 import contextlib
@@ -18,7 +22,7 @@ import sys
 from autodbg.messages import say
 
 
-def create(session, channel, kind, post_mortem):
+def create(session, channel, kind, post_mortem, nested=False):
     """Build a debugger bound to ``session`` and reading from ``channel``.
 
     Imports ipdb and IPython (about a second) or pdb.
@@ -28,6 +32,7 @@ def create(session, channel, kind, post_mortem):
         channel (autodbg.backends.Channel): where the first client is.
         kind (str | None): ``ipdb``, ``pdb``, or None for ipdb when importable.
         post_mortem (bool): True for a post-mortem session, False for ``breakpoint()``.
+        nested (bool): a nested prompt inside another debugger's command.
 
     Returns:
         pdb.Pdb: an instance of a subclass of the chosen debugger class.
@@ -59,6 +64,8 @@ def create(session, channel, kind, post_mortem):
     debugger = cls(**options)
     debugger.autodbg_session = session
     debugger.autodbg_post_mortem = post_mortem
+    debugger.autodbg_nested_in = nested
+    debugger.autodbg_kind = kind
     debugger.autodbg_bind(channel, prompt_ready=True)
     return debugger
 
@@ -95,9 +102,15 @@ def _prompt_options(channel):
     return {"input": create_input(channel.stdin), "output": Vt100_Output.from_pty(channel.stdout, term=term)}
 
 
+# Modules of the debugger's own machinery: a nested prompt's stack ends below them.
+_MACHINERY = ("autodbg", "bdb", "pdb", "cmd", "IPython", "ipdb", "prompt_toolkit", "asyncio", "concurrent")
+
+
 class _AutodbgMixin:
     autodbg_session = None
     autodbg_post_mortem = True
+    autodbg_nested_in = False
+    autodbg_kind = None
     _autodbg_channel = None
 
     def autodbg_bind(self, channel, prompt_ready=False):
@@ -125,6 +138,11 @@ class _AutodbgMixin:
         self.postloop()
 
     def _autodbg_read(self):
+        if self._autodbg_channel is not self.autodbg_session.channel:
+            # A nested prompt's client detached and another one came meanwhile.
+            if self.autodbg_session.channel is None:
+                return "EOF"
+            self.autodbg_bind(self.autodbg_session.channel)
         channel = self._autodbg_channel
         if channel.kind != "line" and hasattr(self, "pt_app"):
             completer = self._ptcomp.ipy_completer
@@ -152,7 +170,7 @@ class _AutodbgMixin:
         """EOF (Ctrl-D): on the console, quit; on a socket, detach and let another client attach."""
         if self._autodbg_channel.kind == "console":
             return super().do_EOF(arg)
-        channel = self.autodbg_session.next_channel()
+        channel = None if self.autodbg_session.channel is None else self.autodbg_session.next_channel()
         if channel is None:
             if not self.autodbg_post_mortem:
                 self.set_continue()
@@ -162,10 +180,49 @@ class _AutodbgMixin:
         return None
 
     def interaction(self, frame, tb):
-        super().interaction(frame, tb)
+        from autodbg import guard
+
+        with guard.inside("at a debugger prompt"):
+            super().interaction(frame, tb)
         # After a breakpoint(), the session lasts while the debugger may stop again.
-        if not self.autodbg_post_mortem and (self.quitting or (self.stoplineno == -1 and not self.breaks)):
+        ended = self.quitting or (self.stoplineno == -1 and not self.breaks)
+        if not self.autodbg_post_mortem and not self.autodbg_nested_in and ended:
             self.autodbg_session.close()
+
+    def autodbg_nested(self, frame):
+        """Run a nested prompt at ``frame`` on this debugger's client; return when it ends.
+
+        For a ``breakpoint()`` reached by one of this debugger's own commands.
+        The program's code there runs inside this debugger's command (and, for
+        a ``breakpoint()`` session, inside its trace function, where Python
+        traces nothing), so the nested prompt inspects and does not step: ``c``,
+        ``q``, ``n`` and ``s`` all return to the outer prompt once the command
+        that reached the ``breakpoint()`` ends. The outer debugger's trace
+        function, if any, is put back.
+
+        Args:
+            frame (types.FrameType): the frame that called ``breakpoint()``.
+        """
+        nested = create(self.autodbg_session, self._autodbg_channel, self.autodbg_kind, post_mortem=False, nested=True)
+        nested.prompt = f"({self.prompt.strip()}) "
+        bottom = frame
+        while bottom.f_back is not None and not _is_machinery(bottom.f_back):
+            bottom = bottom.f_back
+        nested.botframe = bottom
+        nested.message(
+            f"autodbg: nested breakpoint() at {frame.f_code.co_filename}:{frame.f_lineno}, inside the "
+            "outer prompt's command; `c` returns to the outer prompt"
+        )
+        tracer = sys.gettrace()
+        try:
+            nested.interaction(frame, None)
+        finally:
+            sys.settrace(tracer)
+
+
+def _is_machinery(frame):
+    name = frame.f_globals.get("__name__") or ""
+    return name.partition(".")[0] in _MACHINERY
 
 
 def _loop_running():

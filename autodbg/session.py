@@ -1,12 +1,19 @@
 """Session lifecycle: one session at a time per process.
 
-A session is opened by an uncaught exception (post-mortem) or a
-``breakpoint()``, and goes: take the terminal, or publish a record and wait
-(at most ``AUTODBG_WAIT`` seconds) for a client on the socket; run the
-debugger; on a socket client's detach, wait again; end, removing the record
-and the socket. A second exception (another thread) waits for its turn; a
-daemon thread's session holds interpreter exit until it ends. A forked child
-starts with no session, whatever the parent had open.
+A session is opened by an uncaught exception (post-mortem), a
+``breakpoint()`` or the break signal, and goes: publish its record
+(``opening``, :mod:`autodbg.publish`); write the crash record (post-mortem);
+find a client (:mod:`autodbg.clients`: the terminal, or a socket client within
+``AUTODBG_WAIT``); run the debugger; on a socket client's detach, wait again;
+end, removing the record and the socket. A SIGTERM or SIGHUP meanwhile ends
+it at once (:mod:`autodbg.interrupts`).
+
+Two sessions never overlap. A second exception (another thread) waits for
+its turn, and a daemon thread's session holds interpreter exit until it ends.
+A ``breakpoint()`` reached from a debugger command of this thread (``p
+helper()``) opens a nested prompt on the same client instead, as pdb's
+``debug`` command does (:func:`set_trace`). A forked child starts with no
+session, whatever the parent had open.
 """
 
 import atexit
@@ -16,10 +23,10 @@ import threading
 import time
 import traceback
 
-from autodbg import config, identity, registry
-from autodbg.backends import console as console_backend
-from autodbg.backends import socket as socket_backend
+from autodbg import config, guard, identity, interrupts, registry
+from autodbg.clients import Clients
 from autodbg.messages import say
+from autodbg.publish import Publication
 
 _turn = threading.Lock()
 _current = None
@@ -42,16 +49,19 @@ def post_mortem(exc, tb, thread=None):
         atexit.register(_wait_for_sessions)
     session = Session(_one_line(exc), _where(last.tb_frame, last.tb_lineno), thread)
     try:
-        from autodbg import crashes
+        with guard.inside("opening a debugger session"):
+            if not session.open():
+                return
+            from autodbg import crashes
 
-        session.crash_record = crashes.record(session, exc, tb)  # before any wait: it outlives the process
-        channel = session.first_channel()
+            session.clients.crash_record = crashes.record(session, exc, tb)  # before any wait: it outlives the process
+            channel = session.channel = session.clients.first()
         if channel is not None:
             from autodbg import debugger
 
-            dbg = debugger.create(session, channel, session.config.debugger, post_mortem=True)
-            dbg.reset()
-            dbg.interaction(None, tb)
+            session.debugger = debugger.create(session, channel, session.config.debugger, post_mortem=True)
+            session.debugger.reset()
+            session.debugger.interaction(None, tb)
     finally:
         session.close()
 
@@ -60,7 +70,9 @@ def set_trace(frame, intro=None, socket_only=False):
     """Open a session stopped at ``frame`` (``breakpoint()``); return once the debugger is set.
 
     The program then runs under the debugger until the user continues with no
-    breakpoints left, quits, or the session ends without a client.
+    breakpoints left, quits, or the session ends without a client. From a
+    debugger command of this thread's session, it runs a nested prompt at
+    ``frame`` instead and returns when that prompt ends (``c`` or ``q``).
 
     Args:
         frame (types.FrameType): the frame to stop in.
@@ -70,11 +82,15 @@ def set_trace(frame, intro=None, socket_only=False):
     """
     current = _current
     if current is not None and current.thread_ident == threading.get_ident() and current.debugger:
-        current.debugger.set_trace(frame)
+        if guard.busy() == "at a debugger prompt":
+            current.debugger.autodbg_nested(frame)
+        else:
+            current.debugger.set_trace(frame)  # a later breakpoint() of a breakpoint() session
         return
     session = Session(None, _where(frame, frame.f_lineno), None)
     try:
-        channel = session.first_channel(socket_only)
+        with guard.inside("opening a debugger session"):
+            channel = session.channel = session.clients.first() if session.open(socket_only) else None
         if channel is None:
             session.close()
             return
@@ -102,8 +118,8 @@ def tell(text):
     """
     say(text)
     session = _current
-    if session is not None:
-        session.tell_client(f"autodbg: {text}")
+    if session is not None and session.clients is not None:
+        session.clients.tell(f"autodbg: {text}")
 
 
 def break_cancelled():
@@ -129,6 +145,7 @@ def _forget_parent_session():
     # alive after the parent lets them go.
     global _turn, _current
     inherited, _current, _turn = _current, None, threading.Lock()
+    guard.forget_all()
     if inherited is not None:
         inherited.forget()
 
@@ -171,68 +188,51 @@ class Session:
         self.thread_ident = threading.get_ident()
         self.started = time.time()
         self.debugger = None
-        self.crash_record = None  # the path autodbg.crashes wrote for a post-mortem session
-        self._server = None
-        self._link = None
-        self._console = None
-        self._record_path = None
+        self.clients = None
+        self.channel = None  # the current client's, once there is one
         self._publication = None
-        self._refusing = None
-        self._may_take_console = False
+        self._signals = interrupts.EndOnSignal(self._end_on_signal)
         self._closed = False
 
-    def first_channel(self, socket_only=False):
-        """Find the first client: the terminal, else a socket client within ``AUTODBG_WAIT``.
+    def open(self, socket_only=False):
+        """Publish the record (``opening``) and get ready for clients; never blocks.
 
         Args:
             socket_only (bool): leave the terminal alone, whatever ``AUTODBG_MODE`` says.
 
         Returns:
-            autodbg.backends.Channel | None: None when nobody came (or the runtime
-            directory is unusable, which is reported).
+            bool: False when the runtime directory is unusable (which is reported).
         """
-        cfg = self.config
         try:
-            self._root = registry.runtime_dir(cfg.dir)
-            folder = registry.job_dir(self._root, self.identity.job)
+            root = registry.runtime_dir(self.config.dir)
+            folder = registry.job_dir(root, self.identity.job)
         except registry.RuntimeDirError as error:
             say(f"{error}; no debugger session")
-            return None
+            return False
+        fields = {
+            "exception": self.exception,
+            "where": self.where,
+            "started": self.started,
+            "reason": "exception" if self.exception else "breakpoint",
+            "thread": self.thread_name,
+        }
+        self._publication = Publication(os.path.join(folder, f"{os.getpid()}.json"), fields)
+        self._publication.publish("opening")  # from now on the CLI sends this process no break signal
         from autodbg import ptrace
 
         ptrace.allow()  # py-spy, gdb -p under Yama scope 1; ctypes is cheap next to a session
-        self._record_path = os.path.join(folder, f"{os.getpid()}.json")
-        has_terminal = console_backend.has_terminal()
-        self._may_take_console = cfg.mode in ("auto", "console") and has_terminal and not socket_only
-        if cfg.mode == "console" and not has_terminal:
-            say("AUTODBG_MODE=console, but stdin/stdout is not a terminal; using a socket session")
-        if self._may_take_console:
-            self._console = console_backend.Console.claim(self._root)
-            if self._console is not None:
-                self._publish("attached")
-                return self._console.channel()
-        if cfg.wait <= 0:
-            return None
-        tcp_host = token = None
-        if identity.multinode() and "torch.distributed" in sys.modules:
-            # Other nodes reach the session through the job's store and TCP.
-            import secrets
-
-            tcp_host, token = cfg.listen, secrets.token_hex(16)
-        try:
-            self._server = socket_backend.Server(os.path.join(folder, f"{os.getpid()}.sock"), tcp_host, token)
-        except OSError as error:
-            say(f"cannot open the session's socket: {error.strerror or error}; no debugger session")
-            return None
-        self._publish("waiting")
-        if cfg.launcher is None or cfg.launcher != os.getppid():  # else torchrun announces it
-            what = self.exception or "breakpoint()"
-            taken = "; the terminal is taken, this process takes it when it frees up" if self._may_take_console else ""
-            say(
-                f"{what} at {self.where}: waiting up to {cfg.wait:g} s for a debugger: "
-                f"autodbg attach {self._target()}  (or: nc -U {self._server.path}){taken}"
-            )
-        return self._wait()
+        self.clients = Clients(
+            self.config,
+            root,
+            folder,
+            self._publication,
+            socket_only,
+            self.interrupt,
+            self.exception or "breakpoint()",
+            self.where,
+        )
+        self._signals.install()
+        return True
 
     def next_channel(self):
         """Detach the current socket client and wait for the next one.
@@ -240,54 +240,13 @@ class Session:
         Returns:
             autodbg.backends.Channel | None: None when nobody came within ``AUTODBG_WAIT``.
         """
-        self._drop_client(
-            f"\r\nautodbg: detached; the session waits {self.config.wait:g} s for the next client "
-            f"(autodbg attach {self._target()})\r\n"
-        )
-        self._publish("waiting")
-        say(f"client detached; waiting up to {self.config.wait:g} s for the next one")
-        return self._wait()
-
-    def _wait(self):
-        deadline = time.monotonic() + self.config.wait
-        while True:
-            if self._may_take_console:
-                self._console = console_backend.Console.claim(self._root)
-                if self._console is not None:
-                    self._publish("attached")
-                    return self._console.channel()
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                kept = f" (crash record: autodbg show {os.getpid()})" if self.crash_record else ""
-                say(f"no debugger attached within {self.config.wait:g} s (AUTODBG_WAIT); going on without one{kept}")
-                return None
-            conn = self._server.accept(min(remaining, 0.2) if self._may_take_console else remaining)
-            if conn is None:
-                continue
-            self._link = socket_backend.open_link(conn, self.interrupt)
-            self._publish("attached")
-            stop = threading.Event()
-            busy = f"busy: another client is attached to this session (pid {os.getpid()})"
-            thread = threading.Thread(
-                target=self._server.turn_away, args=(stop, busy), name="autodbg-busy", daemon=True
-            )
-            thread.start()
-            self._refusing = (stop, thread)
-            return self._link.channel
+        with guard.inside("waiting for a debugger client"):
+            self.channel = self.clients.next()
+        return self.channel
 
     def interrupt(self):
         """Raise KeyboardInterrupt in the debugger's thread (a client's Ctrl-C during a command)."""
-        import signal
-
-        main = threading.main_thread().ident
-        if self.thread_ident == main and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
-            signal.pthread_kill(main, signal.SIGINT)  # also wakes a blocking system call
-        else:
-            import ctypes
-
-            ctypes.pythonapi.PyThreadState_SetAsyncExc(
-                ctypes.c_ulong(self.thread_ident), ctypes.py_object(KeyboardInterrupt)
-            )
+        interrupts.interrupt(self.thread_ident)
 
     def close(self):
         """End the session: drop the client, remove record and socket, free the terminal and the turn."""
@@ -296,16 +255,11 @@ class Session:
             return
         self._closed = True
         try:
-            self._drop_client(None)
-            if self._server is not None:
-                self._server.close()
-            if self._record_path is not None:
-                registry.remove(self._record_path)
-            if self._publication:
-                self._withdraw()
-            if self._console is not None:
-                self._console.release()
-                self._console = None
+            self._signals.remove()
+            if self.clients is not None:
+                self.clients.close()
+            if self._publication is not None:
+                self._publication.withdraw()
         finally:
             _current = None
             _turn.release()
@@ -321,85 +275,15 @@ class Session:
         self._closed = True
         if self.debugger is not None and getattr(sys.gettrace(), "__self__", None) is self.debugger:
             sys.settrace(None)
-        for part in (self._server, self._link, self._console):
-            if part is not None:
-                part.forget()
+        self._signals.forget()
+        if self.clients is not None:
+            self.clients.forget()
 
-    def tell_client(self, line):
-        """Write ``line`` to the attached client, if there is one; never raises."""
-        link = self._link
-        if link is not None and not link.gone:
-            try:
-                link.channel.stdout.write(f"\r\n{line}\r\n")
-                link.channel.stdout.flush()
-            except (OSError, ValueError):
-                pass
-
-    def _drop_client(self, farewell):
-        if self._refusing is not None:
-            stop, thread = self._refusing
-            stop.set()
-            thread.join()  # it polls every 0.2 s; the next client must not meet it
-            self._refusing = None
-        if self._link is not None:
-            if farewell and not self._link.gone:
-                try:
-                    self._link.channel.stdout.write(farewell)
-                    self._link.channel.stdout.flush()
-                except (OSError, ValueError):
-                    pass
-            self._link.close()
-            self._link = None
-
-    def _target(self):
-        # A child shares its parent's rank: its pid names it alone.
-        if self.identity.rank is None or self.identity.role is not None:
-            return os.getpid()
-        return self.identity.rank
-
-    def _publish(self, state):
-        ident = self.identity
-        record = {
-            "pid": os.getpid(),
-            **ident.fields(),
-            "state": state,
-            "socket": None if self._server is None else self._server.path,
-            "exception": self.exception,
-            "where": self.where,
-            "started": self.started,
-            "reason": "exception" if self.exception else "breakpoint",
-            "thread": self.thread_name,
-            "argv": list(sys.argv),
-            "process_started": registry.process_started(os.getpid()),
-            "tcp": None,
-            "token": None,
-        }
-        tcp = None if self._server is None else self._server.tcp_address
-        if tcp is not None:
-            host = ident.host if tcp[0] in ("0.0.0.0", "::", "") else tcp[0]
-            record.update(tcp=f"{host}:{tcp[1]}", token=self._server.token)
-        try:
-            registry.write(self._record_path, record)
-        except OSError as error:
-            say(f"cannot write the session record {self._record_path}: {error.strerror}")
-        if tcp is not None:
-            self._publish_in_store(record)
-
-    def _publish_in_store(self, record):
-        from autodbg import store
-
-        if self._publication is False:
-            return  # failed once, said so once
-        try:
-            if self._publication is None:
-                self._publication = store.Publication(store.connect(identity.store_address()))
-            self._publication.write(record)
-        except Exception as error:  # the job's store is the job's: never fail the session for it
-            say(f"cannot publish the session in the job's store ({error}); other nodes will not see it")
-            self._publication = False
-
-    def _withdraw(self):
-        try:
-            self._publication.withdraw()
-        except Exception:
-            pass  # the store went away with the job
+    def _end_on_signal(self, name):
+        line = f"{name}: this process is being stopped; its debugger session ends"
+        say(line)
+        if self.clients is not None:
+            self.clients.tell(f"autodbg: {line}")
+            if self.clients.console is not None:
+                self.clients.console.restore_modes()
+        self.close()

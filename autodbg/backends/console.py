@@ -6,14 +6,21 @@ each other's keystrokes. So a process takes an exclusive ``flock`` on a lock
 file named for the terminal device before reading it; the kernel releases
 the lock if the holder dies, so a crashed owner never blocks the others
 (tractor's tree-wide TTY lock, without a root process to hold it).
+
+A process takes the terminal only while its job is in the terminal's
+foreground process group (DESIGN.md, contract 9): a background job of an
+interactive shell (``prog &``) that touched the terminal's modes would be
+stopped by SIGTTOU and never end, and one that read it would steal the
+shell's input. A torchrun worker runs in a session of its own, where the
+terminal is not its controlling terminal and ``tcgetpgrp`` fails, so the
+question goes to the nearest ancestor whose controlling terminal it is
+(torchrun): whether that ancestor's process group is the foreground one.
 """
 
 import fcntl
 import os
-import signal
 import sys
 import termios
-import threading
 
 from autodbg import registry
 from autodbg.backends import Channel
@@ -27,13 +34,47 @@ def has_terminal():
         return False
 
 
+def in_foreground(fd=0):
+    """Tell whether this process's job is in the foreground of the terminal open on ``fd``.
+
+    Reads ``/proc/<pid>/stat`` of ancestors when the terminal is not this
+    process's controlling terminal; never blocks.
+
+    Args:
+        fd (int): a descriptor open on the terminal.
+
+    Returns:
+        bool: False also when nobody's controlling terminal it is (then no
+        shell's job control decides who reads it, and no process may).
+    """
+    try:
+        return os.tcgetpgrp(fd) == os.getpgrp()
+    except OSError:
+        pass
+    try:
+        device = os.fstat(fd).st_rdev
+    except OSError:
+        return False
+    pid = os.getppid()
+    while pid > 1:
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as stat:
+                # pid (comm) state ppid pgrp session tty_nr tpgid ...; comm may hold spaces
+                fields = stat.read().rpartition(b")")[2].split()
+        except OSError:
+            return False
+        ppid, pgrp, tty_nr, tpgid = int(fields[1]), int(fields[2]), int(fields[4]), int(fields[5])
+        if tty_nr == device:
+            return pgrp == tpgid
+        pid = ppid
+    return False
+
+
 class Console:
     """The terminal on stdin/stdout, owned by this process until :meth:`release`.
 
-    Terminal modes are saved when it is claimed and restored on release, and
-    also on SIGTERM or SIGHUP while it is owned (when the session runs in the
-    main thread, where handlers can be set), since a worker killed at a
-    readline prompt leaves the terminal without echo.
+    Terminal modes are saved when it is claimed and restored on release (when
+    the job is still in the foreground: else the terminal is not ours to set).
     """
 
     def __init__(self, lock_fd):
@@ -43,14 +84,10 @@ class Console:
             self._modes = termios.tcgetattr(self._fd)
         except termios.error:
             self._modes = None
-        self._previous_handlers = {}
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGTERM, signal.SIGHUP):
-                self._previous_handlers[sig] = signal.signal(sig, self._on_fatal_signal)
 
     @classmethod
     def claim(cls, root):
-        """Take the terminal if this process has one and nobody else holds it.
+        """Take the terminal if this process has one, its job is in the foreground, and nobody else holds it.
 
         Never blocks.
 
@@ -58,9 +95,10 @@ class Console:
             root (str): the runtime directory, which holds the lock file.
 
         Returns:
-            Console | None: None when there is no terminal or it is taken.
+            Console | None: None when there is no terminal, it is not this job's
+            now, or it is taken.
         """
-        if not has_terminal():
+        if not has_terminal() or not in_foreground(sys.__stdin__.fileno()):
             return None
         path = registry.tty_lock_path(root, sys.__stdin__.fileno())
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
@@ -75,42 +113,25 @@ class Console:
         """Return the channel for the debugger: the process's original stdin and stdout."""
         return Channel("console", sys.__stdin__, sys.__stdout__)
 
-    def release(self):
-        """Restore terminal modes and signal handlers, then free the terminal."""
-        self._restore_modes()
-        for sig, handler in self._previous_handlers.items():
-            signal.signal(sig, handler)
-        self._previous_handlers = {}
-        if self._lock_fd is not None:
-            os.close(self._lock_fd)  # closing the last descriptor releases the flock
-            self._lock_fd = None
-
-    def forget(self):
-        """In a forked child, drop this copy: handlers back, this process's lock descriptor closed.
-
-        The terminal's modes are left alone: the parent still owns the terminal,
-        and the lock is freed when its last descriptor, the parent's, is closed.
-        """
-        for sig, handler in self._previous_handlers.items():
-            signal.signal(sig, handler)
-        self._previous_handlers = {}
-        if self._lock_fd is not None:
-            os.close(self._lock_fd)
-            self._lock_fd = None
-
-    def _restore_modes(self):
-        if self._modes is not None:
+    def restore_modes(self):
+        """Put the terminal's modes back as they were when claimed, if the job is in the foreground."""
+        if self._modes is not None and in_foreground(self._fd):
             try:
                 termios.tcsetattr(self._fd, termios.TCSADRAIN, self._modes)
             except termios.error:
                 pass
 
-    def _on_fatal_signal(self, signum, frame):
-        self._restore_modes()
-        handler = self._previous_handlers.get(signum, signal.SIG_DFL)
-        if handler == signal.SIG_IGN:
-            return
-        if callable(handler):
-            return handler(signum, frame)
-        signal.signal(signum, signal.SIG_DFL)
-        os.kill(os.getpid(), signum)
+    def release(self):
+        """Restore terminal modes, then free the terminal."""
+        self.restore_modes()
+        self.forget()
+
+    def forget(self):
+        """Close this process's lock descriptor without touching the terminal (also in a forked child).
+
+        In a child the parent still owns the terminal, and the lock is freed when
+        its last descriptor, the parent's, is closed.
+        """
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # closing the last descriptor releases the flock
+            self._lock_fd = None

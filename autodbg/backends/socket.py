@@ -278,7 +278,10 @@ class PtyLink:
         self._stop = threading.Event()
         if pending:
             os.write(self._master, pending)
-        self._thread = threading.Thread(target=self._relay, name="autodbg-pty-relay", daemon=True)
+        from autodbg import guard
+
+        relay = guard.protect("the pty relay")(self._relay)
+        self._thread = threading.Thread(target=relay, name="autodbg-pty-relay", daemon=True)
         self._thread.start()
 
     def _relay(self):

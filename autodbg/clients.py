@@ -1,0 +1,190 @@
+"""How a session gets its clients: the terminal, or socket clients within ``AUTODBG_WAIT``.
+
+The terminal comes first when this process may use it (``AUTODBG_MODE``
+auto or console, a terminal on stdin and stdout, the job in its foreground,
+the terminal lock free: :mod:`autodbg.backends.console`). Otherwise the
+session listens on its Unix socket (:mod:`autodbg.backends.socket`) and waits
+at most ``AUTODBG_WAIT`` seconds, again after each detach; while it waits it
+keeps trying the terminal, which another process of the job may free. While
+a client is attached, a thread turns every other client away with one line.
+"""
+
+import os
+import sys
+import threading
+import time
+
+from autodbg import guard, identity
+from autodbg.backends import console as console_backend
+from autodbg.backends import socket as socket_backend
+from autodbg.messages import say
+
+CONSOLE_POLL = 0.2  # seconds between tries of a taken terminal while waiting on the socket
+
+
+class Clients:
+    """The clients of one session.
+
+    Args:
+        cfg (autodbg.config.Config): the settings.
+        root (str): the runtime directory (the terminal lock lives there).
+        folder (str): the job's folder (the socket lives there).
+        publication (autodbg.publish.Publication): the session's record, updated
+            with the state (``waiting``, ``attached``).
+        socket_only (bool): leave the terminal alone, whatever ``AUTODBG_MODE`` says.
+        interrupt (Callable[[], None]): a client's Ctrl-C during a command.
+        what (str): the session's exception line or ``breakpoint()``, for the waiting line.
+        where (str): ``file:line in function``, for the waiting line.
+    """
+
+    def __init__(self, cfg, root, folder, publication, socket_only, interrupt, what, where):
+        self._cfg = cfg
+        self._root = root
+        self._folder = folder
+        self._publication = publication
+        self._interrupt = interrupt
+        self._what = what
+        self._where = where
+        has_terminal = console_backend.has_terminal()
+        self._may_take_console = cfg.mode in ("auto", "console") and has_terminal and not socket_only
+        if cfg.mode == "console" and not has_terminal:
+            say("AUTODBG_MODE=console, but stdin/stdout is not a terminal; using a socket session")
+        self.server = None
+        self.console = None
+        self._link = None
+        self._refusing = None
+        self.crash_record = None
+
+    def first(self):
+        """Find the first client: the terminal, else a socket client within ``AUTODBG_WAIT``.
+
+        Blocks up to ``AUTODBG_WAIT`` seconds (a console session: not at all).
+
+        Returns:
+            autodbg.backends.Channel | None: None when nobody came (or the socket
+            cannot be opened, which is reported).
+        """
+        channel = self._try_console()
+        if channel is not None or self._cfg.wait <= 0:
+            return channel
+        tcp_host = token = None
+        if identity.multinode() and "torch.distributed" in sys.modules:
+            # Other nodes reach the session through the job's store and TCP.
+            import secrets
+
+            tcp_host, token = self._cfg.listen, secrets.token_hex(16)
+        try:
+            self.server = socket_backend.Server(os.path.join(self._folder, f"{os.getpid()}.sock"), tcp_host, token)
+        except OSError as error:
+            say(f"cannot open the session's socket: {error.strerror or error}; no debugger session")
+            return None
+        self._publication.publish("waiting", self.server)
+        if self._cfg.launcher is None or self._cfg.launcher != os.getppid():  # else torchrun announces it
+            say(
+                f"{self._what} at {self._where}: waiting up to {self._cfg.wait:g} s for a debugger: "
+                f"autodbg attach {self.target()}  (or: nc -U {self.server.path}){self._why_not_console()}"
+            )
+        return self._wait()
+
+    def next(self):
+        """Detach the current socket client and wait for the next one (up to ``AUTODBG_WAIT``).
+
+        Returns:
+            autodbg.backends.Channel | None: None when nobody came in time.
+        """
+        self._drop_client(
+            f"\r\nautodbg: detached; the session waits {self._cfg.wait:g} s for the next client "
+            f"(autodbg attach {self.target()})\r\n"
+        )
+        self._publication.publish("waiting", self.server)
+        say(f"client detached; waiting up to {self._cfg.wait:g} s for the next one")
+        return self._wait()
+
+    def tell(self, line):
+        """Write ``line`` to the attached socket client, if there is one; never raises."""
+        link = self._link
+        if link is not None and not link.gone:
+            try:
+                link.channel.stdout.write(f"\r\n{line}\r\n")
+                link.channel.stdout.flush()
+            except (OSError, ValueError):
+                pass
+
+    def target(self):
+        """Return what ``autodbg attach`` takes to reach this session: the rank, else the pid."""
+        ident = identity.current
+        # A child shares its parent's rank: its pid names it alone.
+        if ident.rank is None or ident.role is not None:
+            return os.getpid()
+        return ident.rank
+
+    def close(self):
+        """Drop the client, close the socket (removing its file), free the terminal."""
+        self._drop_client(None)
+        if self.server is not None:
+            self.server.close()
+        if self.console is not None:
+            self.console.release()
+            self.console = None
+
+    def forget(self):
+        """In a forked child, close this process's copies of the descriptors; leave the files."""
+        for part in (self.server, self._link, self.console):
+            if part is not None:
+                part.forget()
+
+    def _why_not_console(self):
+        if self._may_take_console and console_backend.in_foreground(sys.__stdin__.fileno()):
+            return "; the terminal is taken, this process takes it when it frees up"
+        if self._may_take_console:
+            return "; this job is in the background of its terminal"
+        return ""
+
+    def _try_console(self):
+        if not self._may_take_console:
+            return None
+        self.console = console_backend.Console.claim(self._root)
+        if self.console is None:
+            return None
+        self._publication.publish("attached", self.server)
+        return self.console.channel()
+
+    def _wait(self):
+        deadline = time.monotonic() + self._cfg.wait
+        with guard.inside("waiting for a debugger client"):
+            while True:
+                channel = self._try_console()
+                if channel is not None:
+                    return channel
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    kept = f" (crash record: autodbg show {os.getpid()})" if self.crash_record else ""
+                    say(f"no debugger attached within {self._cfg.wait:g} s (AUTODBG_WAIT); going on without one{kept}")
+                    return None
+                conn = self.server.accept(min(remaining, CONSOLE_POLL) if self._may_take_console else remaining)
+                if conn is not None:
+                    return self._attach(conn)
+
+    def _attach(self, conn):
+        self._link = socket_backend.open_link(conn, self._interrupt)
+        self._publication.publish("attached", self.server)
+        stop = threading.Event()
+        busy = f"busy: another client is attached to this session (pid {os.getpid()})"
+        turn_away = guard.protect("the session's busy-client thread")(self.server.turn_away)
+        thread = threading.Thread(target=turn_away, args=(stop, busy), name="autodbg-busy", daemon=True)
+        thread.start()
+        self._refusing = (stop, thread)
+        return self._link.channel
+
+    def _drop_client(self, farewell):
+        if self._refusing is not None:
+            stop, thread = self._refusing
+            stop.set()
+            if thread is not threading.current_thread():
+                thread.join()  # it polls every 0.2 s; the next client must not meet it
+            self._refusing = None
+        if self._link is not None:
+            if farewell:
+                self.tell(farewell.strip())
+            self._link.close()
+            self._link = None
