@@ -54,9 +54,8 @@ def test_attach_detach_and_attach_again(env, runtime_dir, start, spawn):
     assert "busy" in nc.stdout
 
     # Ctrl-C interrupts the running debugger command, not the process.
-    cli.sendline("!import time; time.sleep(30)")
-    cli.expect("time.sleep")
-    time.sleep(0.5)  # let the command start; a Ctrl-C before it would only clear the line
+    cli.sendline("!print('run' + 'ning'); import time; time.sleep(30)")
+    cli.expect("running")  # the command runs (the echo of the line cannot match); a Ctrl-C before would only clear the line
     cli.sendcontrol("c")
     cli.expect("KeyboardInterrupt")
     cli.expect("ipdb>")
