@@ -49,8 +49,7 @@ then fails only because its child did is collateral (:mod:`autodbg.triage`).
 import functools
 import sys
 
-from autodbg import hooks, identity
-from autodbg.messages import say
+from autodbg import guard, hooks, identity
 
 # Targets of torch's children, by (module, name): the parameter that numbers
 # the child, and the role it gets.
@@ -88,12 +87,16 @@ def _patch_bootstrap(process_module):
 
     @functools.wraps(original)
     def _bootstrap(self, *args, **kwargs):
-        # An instance attribute, so that a subclass's own run() is the one wrapped.
-        self.run = functools.partial(_run, self, self.run, process_module)
+        guard.call("multiprocessing's child", _wrap_run, self, process_module)
         return original(self, *args, **kwargs)
 
     _bootstrap.__autodbg__ = True
     base._bootstrap = _bootstrap
+
+
+def _wrap_run(process, process_module):
+    # An instance attribute, so that a subclass's own run() is the one wrapped.
+    process.run = functools.partial(_run, process, process.run, process_module)
 
 
 def _run(process, run, process_module):
@@ -112,26 +115,33 @@ def _run(process, run, process_module):
     except SystemExit:
         raise
     except BaseException as exc:
-        import traceback
-        import types
-
         caller = sys._getframe(1)  # _bootstrap, where print_exc would have started
-        tb = types.TracebackType(exc.__traceback__.tb_next, caller, caller.f_lasti, caller.f_lineno)
-        sys.stderr.write(f"Process {process.name}:\n")
-        traceback.print_exception(type(exc), exc, tb)
-        sys.stderr.flush()  # the traceback first, then the session's line
-        hooks.post_mortem(exc, tb)  # lets KeyboardInterrupt and the like pass, as at top level
-        raise SystemExit(1) from None
+        # If autodbg fails before printing, _bootstrap gets the child's exception and prints it.
+        if guard.call("multiprocessing's child", _report, process, exc, caller, otherwise=lambda: False):
+            raise SystemExit(1) from None
+        raise
+
+
+def _report(process, exc, caller):
+    """Print ``exc`` as ``_bootstrap`` would from ``caller``, then its session; return True."""
+    import traceback
+    import types
+
+    tb = types.TracebackType(exc.__traceback__.tb_next, caller, caller.f_lasti, caller.f_lineno)
+    sys.stderr.write(f"Process {process.name}:\n")
+    traceback.print_exception(type(exc), exc, tb)
+    sys.stderr.flush()  # the traceback first, then the session's line
+    hooks.post_mortem(exc, tb)  # lets KeyboardInterrupt and the like pass, as at top level
+    return True
 
 
 def _name_child(process, process_module):
-    try:
-        parent = process_module.parent_process()
-        identity.current = identity.current.child(
-            _role(process), None if parent is None else parent.pid
-        )
-    except Exception as error:
-        say(f"could not name child process {process.name}: {type(error).__name__}: {error}")
+    guard.call("naming a child process", _name, process, process_module)
+
+
+def _name(process, process_module):
+    parent = process_module.parent_process()
+    identity.current = identity.current.child(_role(process), None if parent is None else parent.pid)
 
 
 def _role(process):
@@ -160,20 +170,24 @@ def _patch_spawn_wrap(spawn):
     if getattr(original, "__autodbg__", False):
         return
 
-    # Same module, name and signature: pickled by reference for the spawn start
-    # method, it is found again in the child, and _role() reads its ``i``.
+    # Same module and name (functools.wraps): pickled by reference for the spawn
+    # start method, it is found again in the child; _role() reads the original's ``i``.
     @functools.wraps(original)
-    def _wrap(fn, i, args, error_file):
+    def _wrap(*args, **kwargs):
         try:
-            original(fn, i, args, error_file)
+            return original(*args, **kwargs)
         except SystemExit as exit:
-            failure = exit.__context__
-            if _raised_in(exit, original) and isinstance(failure, Exception):
-                hooks.post_mortem(failure, failure.__traceback__)
+            guard.call("torch.multiprocessing.spawn's child", _spawned_child_failed, exit, original)
             raise
 
     _wrap.__autodbg__ = True
     spawn._wrap = _wrap
+
+
+def _spawned_child_failed(exit, original):
+    failure = exit.__context__
+    if _raised_in(exit, original) and isinstance(failure, Exception):
+        hooks.post_mortem(failure, failure.__traceback__)
 
 
 def _raised_in(exc, function):
@@ -192,10 +206,15 @@ def _patch_worker_exceptions(worker):
     # Only this module's name is replaced: torch._utils.ExceptionWrapper, which
     # the main process checks with isinstance() and unpickles, stays the class.
     @functools.wraps(original, updated=())
-    def ExceptionWrapper(exc_info=None, where="in background"):
-        exc_info = exc_info or sys.exc_info()
-        hooks.post_mortem(exc_info[1], exc_info[2])
-        return original(exc_info, where)
+    def ExceptionWrapper(*args, **kwargs):
+        guard.call("a DataLoader worker", _worker_failed, args, kwargs)  # kwargs may hold `where`
+        return original(*args, **kwargs)
 
     ExceptionWrapper.__autodbg__ = True
     worker.ExceptionWrapper = ExceptionWrapper
+
+
+def _worker_failed(args, kwargs):
+    # ExceptionWrapper(exc_info=None, where=...) (torch/_utils.py): no exc_info means the one being handled.
+    exc_info = (args[0] if args else kwargs.get("exc_info")) or sys.exc_info()
+    hooks.post_mortem(exc_info[1], exc_info[2])

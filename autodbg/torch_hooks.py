@@ -5,90 +5,100 @@ the post-import hook in :mod:`autodbg.hooks`) or when an exception reaches
 autodbg in a process that has imported it; autodbg never imports torch.
 torchrun's launcher process is :mod:`autodbg.launcher`'s business.
 
-Torch behaviour relied on (torch 2.13, ``torch/distributed/distributed_c10d.py``
-and ``torch/distributed/__init__.py``), each with a test in tests/test_torch_hooks.py:
+Torch behaviour relied on (torch 2.13, ``torch/distributed/distributed_c10d.py``,
+``torch/distributed/device_mesh.py`` and ``torch/distributed/__init__.py``),
+each with a test in tests/test_torch_hooks.py:
 
 * ``init_process_group`` replaces ``sys.excepthook`` with
   ``_distributed_excepthook``, which calls the previous hook with
   ``sys.stderr`` swapped for a ``StringIO`` and then prints the text with a
   ``[rankN]:`` prefix. A debugger started under it would write into the
   ``StringIO``, so autodbg puts its own hook back on top after the call.
-* ``init_process_group(timeout=None)`` means the backend's default (30 min
-  for gloo, 10 min for NCCL): peers of a rank in a debugger give up after
-  that, so autodbg passes ``AUTODBG_PG_TIMEOUT`` instead.
+  ``device_mesh`` imported ``init_process_group`` by name before autodbg
+  saw ``torch.distributed``, so its name is rebound to the wrapper too.
+* A group made with no timeout (``timeout=None``) gets the backend's default
+  (30 min for gloo, 10 min for NCCL): peers of a rank in a debugger give up
+  after that. ``init_process_group``, ``new_group`` (and so
+  ``new_subgroups`` and ``DeviceMesh``/``init_device_mesh``) and
+  ``split_group`` all turn ``None`` into that default through one module
+  function, ``_get_default_timeout(backend)``, looked up at call time, and
+  then check the value with ``_check_valid_timeout(timeout)``. autodbg
+  replaces the first to give ``AUTODBG_PG_TIMEOUT`` instead, and watches the
+  second to say once when the program's own timeout is shorter. The
+  program's arguments are never touched, so a wrong one (``timeout=30``)
+  gets torch's own ``TypeError``. ``monitored_barrier(timeout=None)`` asks
+  the same function, so it waits as long as its group does.
 * ``torch.distributed.breakpoint()`` makes its debugger with the module's
   ``_make_distributed_pdb()`` and calls ``message()`` and ``set_trace()`` on
   it, then waits in ``barrier()``; autodbg supplies a stand-in whose
   ``set_trace()`` opens an autodbg session, so the rank is reachable over
   its socket even when torchrun filters its output.
+
+Each replacement keeps the original's name and ``__wrapped__``
+(``functools.wraps``), takes ``*args, **kwargs``, calls the original with
+them, and runs autodbg's part under :func:`autodbg.guard.call`: an error
+there is one ``autodbg:`` line and torch's behaviour.
 """
 
 import datetime
 import functools
 import sys
 
-from autodbg import config, identity
+from autodbg import config, guard, identity
 from autodbg.hooks import adopt, excepthook
 from autodbg.messages import say
 
+_noticed: set[float] = set()  # the program's short timeouts already said, in seconds
+
 
 def patch(distributed):
-    """Wrap ``init_process_group`` and ``breakpoint()`` of the just-imported ``torch.distributed``.
+    """Patch the just-imported ``torch.distributed`` (see the module docstring).
+
+    Safe to call twice. An error is one ``autodbg:`` line and leaves torch as it is.
 
     Args:
         distributed (types.ModuleType): the ``torch.distributed`` module.
     """
+    guard.call("patching torch.distributed", _patch, distributed)
+
+
+def _patch(distributed):
     from autodbg import stacks
 
     stacks.register()  # a rank's stack dumps go to its file too, where `autodbg stack` finds them
     c10d = getattr(distributed, "distributed_c10d", None)
     if c10d is None or getattr(c10d.init_process_group, "__autodbg__", False):
         return  # torch built without distributed support, or patched already
-    import inspect
-
     original = c10d.init_process_group
-    signature = inspect.signature(original)  # once: binding against it costs ~30 us, making it ~200
+    init_process_group = _init_process_group(original, distributed)
+    c10d.init_process_group = init_process_group
+    # Both imported the name while torch.distributed loaded, before autodbg saw it.
+    for module in (distributed, getattr(distributed, "device_mesh", None)):
+        if getattr(module, "init_process_group", None) is original:
+            module.init_process_group = init_process_group
+    c10d._get_default_timeout = _default_timeout(c10d._get_default_timeout)
+    c10d._check_valid_timeout = _check_valid_timeout(c10d._check_valid_timeout)
+    if hasattr(distributed, "_make_distributed_pdb"):
+        distributed._make_distributed_pdb = _make_distributed_pdb(distributed._make_distributed_pdb)
 
+
+def _init_process_group(original, distributed):
     @functools.wraps(original)
     def init_process_group(*args, **kwargs):
-        args, kwargs = _with_timeout(signature, args, kwargs)
         try:
             return original(*args, **kwargs)
         finally:
-            _reclaim_excepthook()
-            _learn_identity(distributed)
+            guard.call("init_process_group", _after_init, distributed)
 
     init_process_group.__autodbg__ = True
-    c10d.init_process_group = init_process_group
-    if getattr(distributed, "init_process_group", None) is original:
-        distributed.init_process_group = init_process_group
-    if hasattr(distributed, "_make_distributed_pdb"):
-        distributed._make_distributed_pdb = _BreakpointDebugger
+    return init_process_group
 
 
-def _with_timeout(signature, args, kwargs):
-    bound = signature.bind_partial(*args, **kwargs)
-    timeout = bound.arguments.get("timeout")
-    if timeout is not None:
-        seconds = timeout.total_seconds()
-        if seconds < config.current().pg_timeout:
-            say(
-                f"the program sets a process-group timeout of {seconds:g} s: a debugger session "
-                "longer than that gets cut short when the other ranks time out "
-                "(AUTODBG_PG_TIMEOUT applies only when the program sets none)"
-            )
-        return args, kwargs
-    bound.arguments["timeout"] = datetime.timedelta(seconds=config.current().pg_timeout)
-    return bound.args, bound.kwargs
-
-
-def _reclaim_excepthook():
+def _after_init(distributed):
+    """Put autodbg's excepthook back on top of torch's and learn the rank (after ``init_process_group``)."""
     hook = sys.excepthook
     if hook is not excepthook and getattr(hook, "__name__", "") == "_distributed_excepthook":
         adopt(hook)
-
-
-def _learn_identity(distributed):
     # mp.spawn-style programs pass rank= to init_process_group: the environment has none.
     if distributed.is_initialized():
         me = identity.current
@@ -101,18 +111,88 @@ def _learn_identity(distributed):
         stacks.update_identity()  # `autodbg stack` names the rank too
 
 
-class _BreakpointDebugger:
-    """Stands in for the pdb that ``torch.distributed.breakpoint()`` makes: ``message`` and ``set_trace``."""
+def _default_timeout(original):
+    @functools.wraps(original)
+    def _get_default_timeout(*args, **kwargs):
+        default = original(*args, **kwargs)  # its errors and warnings, as without autodbg
+        return guard.call("the process-group timeout", _configured, otherwise=lambda: default)
 
-    def __init__(self):
+    return _get_default_timeout
+
+
+def _configured():
+    return datetime.timedelta(seconds=config.current().pg_timeout)
+
+
+def _check_valid_timeout(original):
+    @functools.wraps(original)
+    def _check_valid_timeout(*args, **kwargs):
+        result = original(*args, **kwargs)  # torch's TypeError for a timeout that is no timedelta
+        guard.call("the process-group timeout", _notice_short, sys._getframe(1), args, kwargs)
+        return result
+
+    return _check_valid_timeout
+
+
+def _notice_short(caller, args, kwargs):
+    if caller.f_code.co_name == "monitored_barrier":
+        return  # the timeout of one barrier, not of a group
+    seconds = (args[0] if args else kwargs["timeout"]).total_seconds()
+    if seconds >= config.current().pg_timeout or seconds in _noticed:
+        return
+    _noticed.add(seconds)
+    say(
+        f"the program sets a process-group timeout of {seconds:g} s: a debugger session "
+        "longer than that gets cut short when the other ranks time out "
+        "(AUTODBG_PG_TIMEOUT applies only when the program sets none)"
+    )
+
+
+def _make_distributed_pdb(original):
+    @functools.wraps(original)
+    def _make_distributed_pdb(*args, **kwargs):
+        return _BreakpointDebugger(functools.partial(original, *args, **kwargs))
+
+    return _make_distributed_pdb
+
+
+class _BreakpointDebugger:
+    """Stands in for the pdb that ``torch.distributed.breakpoint()`` makes: ``message`` and ``set_trace``.
+
+    Args:
+        make_torch_debugger (Callable[[], pdb.Pdb]): torch's ``_make_distributed_pdb``
+            with its arguments, for when autodbg's session cannot open.
+    """
+
+    def __init__(self, make_torch_debugger):
+        self._make_torch_debugger = make_torch_debugger
         self._messages = []
 
     def message(self, text):
         """Keep ``text`` for the session's client (torch's "Type 'up' ..." hint)."""
         self._messages.append(text)
 
-    def set_trace(self, frame=None):
-        """Open an autodbg session stopped in ``frame`` (default: the caller, torch's breakpoint())."""
+    def set_trace(self, frame=None, *args, **kwargs):
+        """Open an autodbg session stopped in ``frame`` (default: the caller, torch's breakpoint()).
+
+        Blocks as :func:`autodbg.session.set_trace` does. If autodbg fails,
+        one ``autodbg:`` line, then torch's own debugger, as without autodbg.
+        """
+        frame = frame or sys._getframe(1)
+        guard.call(
+            "torch.distributed.breakpoint()",
+            self._session,
+            frame,
+            otherwise=lambda: self._torch_set_trace(frame, *args, **kwargs),
+        )
+
+    def _session(self, frame):
         from autodbg import session
 
-        session.set_trace(frame or sys._getframe(1), intro="\n".join(self._messages))
+        session.set_trace(frame, intro="\n".join(self._messages))
+
+    def _torch_set_trace(self, frame, *args, **kwargs):
+        debugger = self._make_torch_debugger()
+        for text in self._messages:
+            debugger.message(text)
+        debugger.set_trace(frame, *args, **kwargs)

@@ -2,18 +2,20 @@
 
 With ``AUTODBG=1``, autodbg patches ``torch.distributed`` when the program
 imports it (``autodbg/torch_hooks.py``, ``patch``): each call of
-``init_process_group`` then also binds the arguments with
-``inspect.signature`` to pass ``AUTODBG_PG_TIMEOUT`` as the timeout
-(``_with_timeout``), puts autodbg's ``sys.excepthook`` back on top of torch's
-(``_reclaim_excepthook``) and reads the rank and world size
-(``_learn_identity``). This script measures:
+``init_process_group`` then also goes through autodbg's replacements of
+``distributed_c10d._get_default_timeout`` (``AUTODBG_PG_TIMEOUT`` for a
+program that passes no timeout; called once) and ``_check_valid_timeout``
+(the notice for a short one; called twice, by ``init_process_group`` and
+``_new_process_group_helper``), then puts autodbg's ``sys.excepthook`` back
+on top of torch's and reads the rank and world size (``_after_init``). This
+script measures:
 
 1. the wall time of one ``init_process_group("gloo", store=HashStore(),
    rank=0, world_size=1)`` with ``AUTODBG=1`` vs ``AUTODBG`` unset, and the
    difference;
-2. the wrapper alone, in-process: ``_with_timeout``, then (after the original
-   ``init_process_group``, untimed) ``_reclaim_excepthook`` and
-   ``_learn_identity``;
+2. the wrapper alone, in-process: the two replaced helpers as
+   ``init_process_group`` calls them (with the originals they call), then
+   (after the original ``init_process_group``, untimed) ``_after_init``;
 3. that the ``AUTODBG=1`` child really calls the wrapper (its
    ``dist.init_process_group`` has ``__autodbg__``) and the other does not.
 
@@ -29,7 +31,7 @@ more cycles, calling the original (``dist.init_process_group.__wrapped__``,
 set by ``functools.wraps``) between them as the wrapper does. So
 the parts run right around a real ``init_process_group``, as in a program,
 with Python's caches cold: there they take several times what they take
-in a tight loop (``_with_timeout``: about 30 us), which would understate
+in a tight loop, which would understate
 the cost. The children go in ``ROUNDS`` rounds of one child per variant, in a shuffled order each
 round, so that drift of the machine hits both variants alike. Calls are
 pooled per variant and summarised by their median. The 95% confidence
@@ -106,31 +108,31 @@ def child(calls, wrapper_cycles):
 def wrapper_parts(dist, cycles):
     """Time the wrapper's own work around the original ``init_process_group``.
 
-    Each cycle does what the wrapper does, in its order: ``_with_timeout``
-    (timed), the original call with the arguments it returns (untimed), then
-    ``_reclaim_excepthook`` and ``_learn_identity`` (timed, with the group
+    Each cycle does what the wrapper does, in its order: the replaced
+    ``_get_default_timeout`` once and ``_check_valid_timeout`` twice (timed),
+    the original call (untimed), then ``_after_init`` (timed, with the group
     initialised, as in the wrapper's ``finally``), then an untimed
     ``destroy_process_group``.
 
     Returns:
         dict[str, list[float]]: "before" and "after" times in ms, per cycle.
     """
-    import inspect
-
     from autodbg import torch_hooks
 
+    c10d = dist.distributed_c10d
     original = dist.init_process_group.__wrapped__
-    signature = inspect.signature(original)  # the wrapper computes it once, when it patches
+    gloo = dist.Backend("gloo")
     before, after = [], []
     for _ in range(cycles):
-        args, kwargs = ("gloo",), {"store": dist.HashStore(), "rank": 0, "world_size": 1}
+        store = dist.HashStore()
         start = time.perf_counter()
-        args, kwargs = torch_hooks._with_timeout(signature, args, kwargs)
+        timeout = c10d._get_default_timeout(gloo)
+        c10d._check_valid_timeout(timeout)
+        c10d._check_valid_timeout(timeout)
         before.append(ms_since(start))
-        original(*args, **kwargs)
+        original("gloo", store=store, rank=0, world_size=1)
         start = time.perf_counter()
-        torch_hooks._reclaim_excepthook()
-        torch_hooks._learn_identity(dist)
+        torch_hooks._after_init(dist)
         after.append(ms_since(start))
         dist.destroy_process_group()
     return {"before": before, "after": after}
@@ -227,8 +229,8 @@ def report(rounds, flags, wrapper, resample):
     if len(before) >= 2:
         total = [b + a for b, a in zip(before, after)]
         print(f"wrapper alone, in the AUTODBG=1 children ({len(total)} cycles):")
-        print(f"  _with_timeout (inspect.signature bind)   {quartiles(before)}")
-        print(f"  _reclaim_excepthook + _learn_identity    {quartiles(after)}")
+        print(f"  timeout helpers (default + 2 checks)     {quartiles(before)}")
+        print(f"  _after_init (excepthook, identity)       {quartiles(after)}")
         print(f"  both, per call                           {quartiles(total)}")
     else:
         print("wrapper alone: not timed, no child had the wrapper")

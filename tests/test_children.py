@@ -2,6 +2,8 @@
 
 import os
 import subprocess
+import sys
+import types
 
 import pexpect
 import pytest
@@ -139,6 +141,46 @@ def test_dataloader_worker(env, runtime_dir, start, spawn):
     assert "autodbg: [rank 1] ValueError re-raised from DataLoader worker 1 (collateral" in out
     assert out.count("waiting up to") == 1  # no session in the main process
     assert records(runtime_dir) == []
+
+
+@pytest.mark.torch
+def test_child_wrappers_give_way_when_autodbg_fails(monkeypatch, capfd):
+    # autodbg's part failing, forced with a broken post_mortem (the tests above show it working):
+    # one line each, and what torch's functions do, whatever way they are called.
+    torch_utils = pytest.importorskip("torch._utils")
+    from autodbg import children, hooks
+
+    def broken(exc, tb):
+        raise RuntimeError("autodbg's part broke")
+
+    monkeypatch.setattr(hooks, "post_mortem", broken)
+    worker = types.SimpleNamespace(ExceptionWrapper=torch_utils.ExceptionWrapper)
+    children._patch_worker_exceptions(worker)
+    try:
+        raise ValueError("the dataset's own")
+    except ValueError:
+        wrapped = worker.ExceptionWrapper(where="in DataLoader worker process 0")
+    assert type(wrapped) is torch_utils.ExceptionWrapper
+    assert wrapped.where == "in DataLoader worker process 0"
+    assert wrapped.exc_msg.endswith("ValueError: the dataset's own\n")
+
+    def _wrap(fn, i, args, error_file):  # ends a failed child as torch.multiprocessing.spawn's does
+        try:
+            fn(i, *args)
+        except Exception:  # noqa: BLE001 (as torch's _wrap)
+            sys.exit(1)
+
+    spawn = types.SimpleNamespace(_wrap=_wrap)
+    children._patch_spawn_wrap(spawn)
+    assert spawn._wrap.__wrapped__ is _wrap
+    with pytest.raises(SystemExit) as exit:
+        spawn._wrap(fn=lambda i: 1 / i, i=0, args=(), error_file=None)
+    assert exit.value.code == 1 and isinstance(exit.value.__context__, ZeroDivisionError)
+    lines = capfd.readouterr().err.splitlines()
+    assert lines == [
+        "autodbg: internal error in a DataLoader worker: RuntimeError: autodbg's part broke",
+        "autodbg: internal error in torch.multiprocessing.spawn's child: RuntimeError: autodbg's part broke",
+    ]
 
 
 def test_child_identity_and_label():

@@ -4,10 +4,10 @@ torch.distributed.breakpoint(), collateral failures; and the torch behaviour rel
 import inspect
 import os
 import socket
+import sys
 
 import pexpect
 import pytest
-
 from conftest import PYTHON
 from harness import BIN, target, wait_for_record
 
@@ -31,6 +31,38 @@ def test_effective_process_group_timeout(env, runtime_dir, start, passed, config
     # The rank came from init_process_group's arguments: the environment has none.
     record = wait_for_record(runtime_dir, pid=proc.pid)
     assert (record["rank"], record["world_size"], record["exception"]) == (0, 1, "KeyError: 'after init'")
+
+
+def test_wrong_timeout_type_raises_torchs_own_error(env, start):
+    # timeout=30 (an int, not a timedelta): torch's own TypeError, word for word, as without autodbg.
+    argv = [PYTHON, target("pg_timeout_int.py")]
+    plain = start(argv, {k: v for k, v in env.items() if k != "AUTODBG"})
+    assert plain.wait(60) == 0
+    patched = start(argv, env)
+    assert patched.wait(60) == 0
+    assert "builtins.TypeError: Expected timeout argument to be of type datetime.timedelta, got 30\n" in plain.output
+    assert "raised in _check_valid_timeout (distributed/distributed_c10d.py)\n" in plain.output
+    assert patched.output == plain.output
+
+
+@pytest.mark.parametrize("autodbg, configured, default", [("1", "1234", 1234), (None, "1234", 1800)])
+def test_every_process_group_gets_the_timeout(env, start, autodbg, configured, default):
+    # The default group from init_device_mesh, the mesh's own group, new_group(): AUTODBG_PG_TIMEOUT
+    # (gloo's 30 min without autodbg); an explicit timeout is kept, with one notice.
+    env["AUTODBG_PG_TIMEOUT"] = configured
+    if autodbg is None:
+        del env["AUTODBG"]
+    proc = start([PYTHON, target("pg_groups_timeout.py")], env)
+    assert proc.wait(60) == 0
+    lines = proc.output.splitlines()
+    for group in ("default", "mesh", "new_group"):
+        assert f"{group} {default}" in lines
+    assert "explicit 600" in lines
+    notice = "the program sets a process-group timeout of 600 s"
+    assert proc.output.count(notice) == (autodbg is not None)
+    # device_mesh's own import of init_process_group is the wrapper too: autodbg's excepthook on top.
+    hook = "autodbg.hooks.excepthook" if autodbg else "torch.distributed.distributed_c10d._distributed_excepthook"
+    assert f"excepthook {hook}" in lines
 
 
 def test_collateral_timeout_opens_no_session(env, runtime_dir, start, spawn):
@@ -91,6 +123,54 @@ def test_no_torch_import_by_autodbg(env, start):
     assert "torch loaded: False" in proc.output
 
 
+# autodbg's part of a wrapper failing, forced with stand-ins (the end-to-end tests above show the
+# parts working): one line, and what torch would have done.
+
+
+def test_init_process_group_wrapper_failure_keeps_torchs_exception(capfd):
+    from autodbg import torch_hooks
+
+    class BrokenDistributed:
+        def is_initialized(self):
+            raise RuntimeError("autodbg's part broke")
+
+    def init_process_group(*args, **kwargs):
+        raise ValueError(f"torch's own {args} {kwargs}")
+
+    wrapper = torch_hooks._init_process_group(init_process_group, BrokenDistributed())
+    with pytest.raises(ValueError, match=r"^torch's own \('gloo',\) \{'rank': 0\}$"):
+        wrapper("gloo", rank=0)
+    assert wrapper.__wrapped__ is init_process_group and wrapper.__name__ == "init_process_group"
+    err = capfd.readouterr().err
+    assert err.count("autodbg:") == 1
+    assert "internal error in init_process_group: RuntimeError: autodbg's part broke" in err
+
+
+def test_distributed_breakpoint_falls_back_to_torchs_debugger(monkeypatch, capfd):
+    from autodbg import session, torch_hooks
+
+    calls = []
+
+    class TorchDebugger:  # what torch's _make_distributed_pdb() returns, as torch uses it
+        def message(self, text):
+            calls.append(("message", text))
+
+        def set_trace(self, frame=None):
+            calls.append(("set_trace", frame))
+
+    def broken(frame, intro=None):
+        raise OSError("no runtime directory")
+
+    monkeypatch.setattr(session, "set_trace", broken)
+    debugger = torch_hooks._make_distributed_pdb(TorchDebugger)()
+    debugger.message("Type 'up'")
+    debugger.set_trace()
+    assert calls == [("message", "Type 'up'"), ("set_trace", sys._getframe())]
+    err = capfd.readouterr().err
+    assert err.count("autodbg:") == 1
+    assert "internal error in torch.distributed.breakpoint(): OSError: no runtime directory" in err
+
+
 # The torch behaviour autodbg relies on (see autodbg/torch_hooks.py and autodbg/launcher.py):
 # if an upgrade changes one, its test fails here first.
 
@@ -115,6 +195,24 @@ def test_init_process_group_takes_timeout():
     from torch.distributed import distributed_c10d
 
     assert "timeout" in inspect.signature(distributed_c10d.init_process_group).parameters
+
+
+def test_every_group_defaults_its_timeout_through_one_function():
+    # autodbg replaces distributed_c10d._get_default_timeout and _check_valid_timeout, which these
+    # look up at call time; DeviceMesh reaches them through its own imports of the same functions.
+    from torch.distributed import device_mesh, distributed_c10d
+
+    defaulting = "if timeout is None:\n        timeout = _get_default_timeout("
+    for function in ("init_process_group", "_new_group_with_tag", "split_group"):
+        source = inspect.getsource(getattr(distributed_c10d, function))
+        assert defaulting in source and "_check_valid_timeout(timeout)" in source, function
+    assert "_new_group_with_tag(" in inspect.getsource(distributed_c10d.new_group)
+    assert list(inspect.signature(distributed_c10d._check_valid_timeout).parameters) == ["timeout"]
+    for name in ("init_process_group", "new_group", "split_group"):
+        assert getattr(device_mesh, name) is getattr(distributed_c10d, name)
+    mesh_groups = inspect.getsource(device_mesh.DeviceMesh._init_one_process_group)
+    assert "new_group(" in mesh_groups and "split_group(" in mesh_groups
+    assert "init_process_group()" in inspect.getsource(device_mesh.DeviceMesh._setup_world_group_and_device)
 
 
 def test_elastic_launcher_closes_workers_through_pcontext_close():
