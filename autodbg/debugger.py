@@ -46,8 +46,14 @@ def create(session, channel, kind, post_mortem, nested=False):
 
             # ipdb's set-up (IPython's shell and configuration), but always the
             # prompt_toolkit debugger: ipdb picks a plain one when stdin is not a
-            # terminal, and a later client may be a pty.
-            _get_debugger_cls()
+            # terminal, and a later client may be a pty. The set-up initialises an
+            # IPython application, which makes its crash handler sys.excepthook:
+            # the program's (autodbg's) hook is put back.
+            hook = sys.excepthook
+            try:
+                _get_debugger_cls()
+            finally:
+                sys.excepthook = hook
             base = TerminalPdb
             options = {"context": int(os.getenv("IPDB_CONTEXT_SIZE") or get_context_from_config())}
         except ImportError as error:
@@ -112,6 +118,7 @@ class _AutodbgMixin:
     autodbg_nested_in = False
     autodbg_kind = None
     _autodbg_channel = None
+    _autodbg_interrupted = False  # an outside SIGINT ended the session
 
     def autodbg_bind(self, channel, prompt_ready=False):
         """Read commands from ``channel`` and write to it from now on.
@@ -138,6 +145,21 @@ class _AutodbgMixin:
         self.postloop()
 
     def _autodbg_read(self):
+        try:
+            return self._autodbg_read_line()
+        except KeyboardInterrupt:
+            if self._autodbg_channel.kind == "console":
+                raise  # Ctrl-C typed at the terminal's prompt: pdb's --KeyboardInterrupt--
+            # A socket client's Ctrl-C at the prompt is a key on its pty, never a
+            # signal: this SIGINT came from outside (torchrun stopping its workers,
+            # kill -INT). End as the signal would have ended the program.
+            from autodbg import session
+
+            session.tell("SIGINT: this process is being stopped; its debugger session ends")
+            self._autodbg_interrupted = True
+            return "q" if self.autodbg_post_mortem else "c"
+
+    def _autodbg_read_line(self):
         if self._autodbg_channel is not self.autodbg_session.channel:
             # A nested prompt's client detached and another one came meanwhile.
             if self.autodbg_session.channel is None:
@@ -186,8 +208,12 @@ class _AutodbgMixin:
             super().interaction(frame, tb)
         # After a breakpoint(), the session lasts while the debugger may stop again.
         ended = self.quitting or (self.stoplineno == -1 and not self.breaks)
-        if not self.autodbg_post_mortem and not self.autodbg_nested_in and ended:
+        if not self.autodbg_post_mortem and not self.autodbg_nested_in and (ended or self._autodbg_interrupted):
             self.autodbg_session.close()
+        if self._autodbg_interrupted and not self.autodbg_post_mortem:
+            self._autodbg_interrupted = False
+            self.set_continue()
+            raise KeyboardInterrupt  # into the program's frame, where the SIGINT would have landed
 
     def autodbg_nested(self, frame):
         """Run a nested prompt at ``frame`` on this debugger's client; return when it ends.

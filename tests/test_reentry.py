@@ -114,3 +114,46 @@ def test_background_job_of_a_shell_gets_a_socket_session(env, runtime_dir, spawn
     assert "ipdb>" not in plain(shell.logfile_read.getvalue())
     shell.sendline("exit")
     shell.expect(pexpect.EOF)
+
+
+def test_sigint_from_outside_at_a_socket_prompt_ends_the_session(env, runtime_dir, start, spawn):
+    proc = start([PYTHON, target("crash.py")], env)
+    record = wait_for_record(runtime_dir, pid=proc.pid, state="waiting")
+    client = spawn(f"{AUTODBG} attach {proc.pid}", env)
+    client.expect("ipdb>")
+    wait_for_record(runtime_dir, pid=proc.pid, state="attached")
+    os.kill(proc.pid, signal.SIGINT)
+    client.expect("SIGINT: this process is being stopped; its debugger session ends")
+    client.expect(pexpect.EOF)
+    assert proc.wait(30) == 1  # the crash's own status, as without autodbg
+    assert not os.path.exists(record["socket"])
+
+
+def test_sigint_from_outside_at_a_breakpoint_raises_keyboardinterrupt(env, runtime_dir, start, spawn):
+    proc = start([PYTHON, target("breakpoint_target.py")], env)
+    record = wait_for_record(runtime_dir, pid=proc.pid, state="waiting")
+    client = spawn(f"nc -U {record['socket']}", env)
+    client.expect("ipdb> ")
+    os.kill(proc.pid, signal.SIGINT)
+    client.expect("SIGINT: this process is being stopped")
+    client.expect(pexpect.EOF)
+    assert proc.wait(30) == -signal.SIGINT  # an uncaught KeyboardInterrupt, as Python ends on one
+    assert "KeyboardInterrupt" in proc.output and "after breakpoint 3" not in proc.output
+    assert "IPython" not in proc.output  # autodbg's excepthook, not IPython's crash handler
+
+
+def test_a_crash_after_a_breakpoint_session_gets_its_own_session(env, runtime_dir, start, spawn):
+    # ipdb's set-up installs IPython's crash handler as sys.excepthook; autodbg's must stay.
+    proc = start([PYTHON, target("breakpoint_then_crash.py")], env)
+    record = wait_for_record(runtime_dir, pid=proc.pid, state="waiting", reason="breakpoint")
+    client = spawn(f"nc -U {record['socket']}", env)
+    client.expect("ipdb> ")
+    client.sendline("c")
+    client.expect(pexpect.EOF)
+    record = wait_for_record(runtime_dir, pid=proc.pid, state="waiting", exception="ValueError: failed at step 2")
+    client = spawn(f"nc -U {record['socket']}", env)
+    client.expect("ipdb> ")
+    client.sendline("q")
+    client.expect(pexpect.EOF)
+    assert proc.wait(30) == 1
+    assert proc.output.count("Traceback (most recent call last)") == 1 and "IPython" not in proc.output
