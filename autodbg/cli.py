@@ -31,17 +31,19 @@ def cmd_ls(args):
         rank = "-" if r.get("rank") is None else str(r["rank"])
         if r.get("world_size") is not None and r.get("rank") is not None:
             rank = f"{r['rank']}/{r['world_size']}"
-        state = r["state"] if r.get("socket") else f"{r['state']} (terminal)"
+        state = str(r.get("state"))
+        if state == "attached" and not r.get("socket"):
+            state += " (terminal)"
         rows.append(
             (
-                r["job"],
+                str(r.get("job")),
                 rank,
                 r.get("role") or "-",  # what a child process is to its parent (autodbg.children)
                 str(r["pid"]),
-                r["host"],
+                str(r.get("host")),
                 state,
                 r.get("exception") or "breakpoint()",
-                r["where"],
+                str(r.get("where")),
             )
         )
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
@@ -50,8 +52,17 @@ def cmd_ls(args):
     return 0
 
 
+OPENING_WAIT = 10.0  # seconds: bound on a session's opening (its crash record takes up to 2 s)
+
+
 def cmd_attach(args):
-    """Attach this terminal to a session, chosen by rank or pid."""
+    """Attach this terminal to a session, chosen by rank or pid.
+
+    A process with a session record in any state is in a session: it is never
+    sent the break signal. One whose session is still ``opening`` (writing its
+    crash record, opening its socket) is waited for, up to :data:`OPENING_WAIT`
+    seconds.
+    """
     from autodbg import client
 
     try:
@@ -61,9 +72,13 @@ def cmd_attach(args):
         if process is None:
             raise
         record = _break_in(process["pid"], process)
+    if record.get("state") == "opening":
+        record = _opened(record)
     who = _describe(record)
     if not record.get("socket"):
-        raise CliError(f"{who} is in a debugger on its own terminal; it cannot be attached from here")
+        raise CliError(
+            f"{who} is in a debugger on its own terminal; it cannot be attached from here"
+        )
     if record["state"] == "attached":
         raise CliError(f"{who} is busy: another client is attached; try again when it detaches")
     try:
@@ -73,12 +88,50 @@ def cmd_attach(args):
     return 0
 
 
+def _opened(record, poll=0.05):
+    """Wait until the session of ``record``, still opening, waits for a client or has one.
+
+    Blocks at most :data:`OPENING_WAIT` seconds, polling this host's records
+    every ``poll`` seconds; says so in one line first.
+
+    Returns:
+        dict: the session's record, in state ``waiting`` or ``attached``.
+
+    Raises:
+        CliError: the session ended, the process exited, or it was still opening at the deadline.
+    """
+    import time
+
+    who = _describe(record)
+    root = _runtime_dir()
+    print(
+        f"autodbg: {who} is opening its session; waiting up to {OPENING_WAIT:g} s for it",
+        file=sys.stderr,
+    )
+    deadline = time.monotonic() + OPENING_WAIT
+    while True:
+        now = next((r for r in registry.sessions(root) if r["pid"] == record["pid"]), None)
+        if now is None:
+            if not _alive(record["pid"]):
+                raise CliError(f"{who} exited while opening its session")
+            raise CliError(f"{who}'s session ended before it waited for a client; see its output")
+        if now.get("state") != "opening":
+            return now
+        if time.monotonic() > deadline:
+            raise CliError(
+                f"{who} is still opening its session after {OPENING_WAIT:g} s; "
+                "try again, or see where it is with `autodbg stack`"
+            )
+        time.sleep(poll)
+
+
 def _running(args):
     """Find the running autodbg process that ``attach``'s target names, when it has no session.
 
     A rank is looked up among the processes that registered for stack dumps
     (every process of a torch job does, see :mod:`autodbg.stacks`); a pid
-    needs only to be a process of this user that runs with ``AUTODBG`` on.
+    needs only to be a process of this user that runs with ``AUTODBG`` on
+    (whether autodbg's handler is installed there, :func:`_break_in` checks).
 
     Returns:
         dict | None: ``{"pid": ...}`` plus the stack registration when there is one.
@@ -91,7 +144,9 @@ def _running(args):
         known = []
     if args.by != "pid":
         try:
-            process = _resolve([p for p in known if p.get("rank") is not None], args.target, "rank", args.job)
+            process = _resolve(
+                [p for p in known if p.get("rank") is not None], args.target, "rank", args.job
+            )
             return process if _breakable(process["pid"]) else None
         except CliError:
             if args.by == "rank":
@@ -115,9 +170,13 @@ def _breakable(pid):
 def _break_in(pid, process):
     """Ask ``pid`` for a live session with its break signal; return its record once it waits.
 
-    Waits up to the target's ``AUTODBG_WAIT``; Ctrl-C withdraws the request.
-    When the process has a stack file (``process["path"]``) and does not stop
-    within a second, its stacks are shown: where its main thread is held.
+    The signal goes only to a process that has a handler installed for it
+    (``SigCgt``, :func:`autodbg.registry.catches`), and not to one that has a
+    session record already (a session that began opening since the caller
+    looked): its record is returned instead. Waits up to the target's
+    ``AUTODBG_WAIT``; Ctrl-C withdraws the request. When the process has a
+    stack file (``process["path"]``) and does not stop within a second, its
+    stacks are shown: where its main thread is held.
 
     Raises:
         CliError: the target cannot be broken into, exited, or did not answer in time.
@@ -131,22 +190,38 @@ def _break_in(pid, process):
     except psutil.Error:
         raise CliError(f"pid {pid} is gone") from None
     if settings.break_signal is None or settings.mode == "off":
-        raise CliError(f"pid {pid} runs with its break signal off (AUTODBG_BREAK_SIGNAL, AUTODBG_MODE); nothing to attach to")
+        raise CliError(
+            f"pid {pid} runs with its break signal off (AUTODBG_BREAK_SIGNAL, AUTODBG_MODE); nothing to attach to"
+        )
     try:
         root = registry.runtime_dir(settings.dir)
     except registry.RuntimeDirError as error:
         raise CliError(str(error)) from None
+    for record in registry.sessions(root):
+        if record["pid"] == pid:
+            return record
+    name = registry.signal_name(settings.break_signal)
+    if not registry.catches(pid, settings.break_signal):
+        raise CliError(
+            f"pid {pid} has no handler for {name} (autodbg's break signal), which would end it: "
+            "not sent. autodbg is not loaded there (not Python, `python -S`, a venv without "
+            "autodbg) or the program reset the handler; run it with autodbg installed "
+            "to attach live"
+        )
     registry.remove(registry.break_cancel_path(root, pid))
     os.kill(pid, settings.break_signal)
-    print(f"autodbg: asked pid {pid} to stop where it is; waiting for its session (Ctrl-C cancels)", file=sys.stderr)
+    print(
+        f"autodbg: asked pid {pid} to stop where it is; waiting for its session (Ctrl-C cancels)",
+        file=sys.stderr,
+    )
     started = time.monotonic()
     said = False
     try:
         while True:
             for record in registry.sessions(root):
-                if record["pid"] == pid and record.get("socket"):
+                if record["pid"] == pid and record.get("state") != "opening":
                     return record
-            if not psutil.pid_exists(pid):
+            if not _alive(pid):
                 raise CliError(f"pid {pid} exited before its session opened")
             waited = time.monotonic() - started
             if waited > settings.wait:
@@ -160,7 +235,9 @@ def _break_in(pid, process):
                 if "path" in process:
                     from autodbg import stacks
 
-                    print(stacks.render(stacks.collect([process], 1.0), 1.0), end="", file=sys.stderr)
+                    print(
+                        stacks.render(stacks.collect([process], 1.0), 1.0), end="", file=sys.stderr
+                    )
                 said = True
             time.sleep(0.1)
     except KeyboardInterrupt:
@@ -169,21 +246,40 @@ def _break_in(pid, process):
         raise CliError(f"cancelled; pid {pid} goes on as before") from None
 
 
+def _alive(pid):
+    """Tell whether ``pid`` still runs: exists and is not a zombie its parent has yet to reap."""
+    import psutil
+
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
 def cmd_stack(args):
     """Print where every thread of some processes (or of a whole job) is now, grouped."""
     from autodbg import stacks
 
     if not args.targets and not args.all:
-        print("autodbg: name the processes (ranks or pids), or give --all for a whole job", file=sys.stderr)
+        print(
+            "autodbg: name the processes (ranks or pids), or give --all for a whole job",
+            file=sys.stderr,
+        )
         return 2
     root = _runtime_dir()
     known = stacks.processes(root, args.job)
     if args.all:
-        jobs = sorted({p["job"] for p in known if p.get("rank") is not None} or {p["job"] for p in known})
+        jobs = sorted(
+            {p["job"] for p in known if p.get("rank") is not None} or {p["job"] for p in known}
+        )
         if not jobs:
-            raise CliError("no process with stack dumps found (autodbg registers the ranks of torch.distributed jobs)")
+            raise CliError(
+                "no process with stack dumps found (autodbg registers the ranks of torch.distributed jobs)"
+            )
         if len(jobs) > 1:
-            raise CliError(f"processes of {len(jobs)} jobs ({', '.join(jobs)}); pick one with --job")
+            raise CliError(
+                f"processes of {len(jobs)} jobs ({', '.join(jobs)}); pick one with --job"
+            )
         targets = [p for p in known if p["job"] == jobs[0]]
     else:
         targets = []
@@ -215,7 +311,9 @@ def _sessions(args):
     root = _runtime_dir()
     records = registry.sessions(root)
     if args.store or identity.store_address():
-        records += _store_sessions(args.store or identity.store_address(), records, explicit=bool(args.store))
+        records += _store_sessions(
+            args.store or identity.store_address(), records, explicit=bool(args.store)
+        )
     if getattr(args, "job", None):
         records = [r for r in records if r["job"] == args.job]
     return records
@@ -241,7 +339,8 @@ def _store_sessions(address, local, explicit):
     return [
         r
         for r in published
-        if (r["host"], r["pid"]) not in known and (r["host"] != here or registry.process_started(r["pid"]))
+        if (r["host"], r["pid"]) not in known
+        and (r["host"] != here or registry.process_started(r["pid"]))
     ]
 
 
@@ -251,20 +350,28 @@ def _resolve(records, target, by, job):
         ranked = [r for r in records if r.get("rank") == target]
         jobs = sorted({r["job"] for r in ranked})
         if len(jobs) > 1 and (by == "rank" or not any(r["pid"] == target for r in records)):
-            raise CliError(f"rank {target} has sessions in {len(jobs)} jobs ({', '.join(jobs)}); pick one with --job")
+            raise CliError(
+                f"rank {target} has sessions in {len(jobs)} jobs ({', '.join(jobs)}); pick one with --job"
+            )
         if len(ranked) > 1 and len(jobs) == 1:
             pids = ", ".join(str(r["pid"]) for r in ranked)
-            raise CliError(f"rank {target} has {len(ranked)} sessions (pids {pids}); pick one with --pid")
+            raise CliError(
+                f"rank {target} has {len(ranked)} sessions (pids {pids}); pick one with --pid"
+            )
         if len(jobs) == 1:
             return ranked[0]
         if by == "rank":
-            raise CliError(f"no open session for rank {target}{scope}; `autodbg ls` lists the open ones")
+            raise CliError(
+                f"no open session for rank {target}{scope}; `autodbg ls` lists the open ones"
+            )
     for record in records:
         if record["pid"] == target:
             return record
     if by == "pid":
         raise CliError(f"no open session for pid {target}{scope}; `autodbg ls` lists the open ones")
-    raise CliError(f"no open session for rank or pid {target}{scope}; `autodbg ls` lists the open ones")
+    raise CliError(
+        f"no open session for rank or pid {target}{scope}; `autodbg ls` lists the open ones"
+    )
 
 
 def _describe(record):
@@ -286,7 +393,13 @@ def cmd_show(args):
     if args.job:
         found = [r for r in found if r.get("job") == args.job]
     if args.list:
-        print(json.dumps(found, indent=2) if args.json else crashes.format_list(found) if found else "no crash records")
+        print(
+            json.dumps(found, indent=2)
+            if args.json
+            else crashes.format_list(found)
+            if found
+            else "no crash records"
+        )
         return 0
     if args.target is not None:
         by_rank = [r for r in found if r.get("rank") == args.target] if args.by != "pid" else []
@@ -294,7 +407,9 @@ def cmd_show(args):
         found = by_rank or by_pid
         if not found:
             what = args.by or "rank or pid"
-            raise CliError(f"no crash record for {what} {args.target}{scope}; `autodbg show --list` lists them")
+            raise CliError(
+                f"no crash record for {what} {args.target}{scope}; `autodbg show --list` lists them"
+            )
     elif not found:
         raise CliError(f"no crash records{scope} in {os.path.join(root, crashes.FOLDER)}")
     print(json.dumps(found[0], indent=2) if args.json else crashes.format_text(found[0]))
@@ -317,37 +432,79 @@ def build_parser():
     ls = verbs.add_parser("ls", help="list open sessions, newest job first")
     ls.add_argument("--json", action="store_true", help="print a JSON array of session records")
     ls.add_argument("--job", help="only this job's sessions")
-    ls.add_argument("--store", metavar="HOST:PORT", help="also list the sessions published in this c10d store")
+    ls.add_argument(
+        "--store", metavar="HOST:PORT", help="also list the sessions published in this c10d store"
+    )
     ls.set_defaults(func=cmd_ls)
 
     attach = verbs.add_parser("attach", help="attach this terminal to a session (by rank or pid)")
-    attach.add_argument("target", type=int, metavar="PID|RANK", help="a rank of exactly one live job, else a pid")
+    attach.add_argument(
+        "target", type=int, metavar="PID|RANK", help="a rank of exactly one live job, else a pid"
+    )
     force = attach.add_mutually_exclusive_group()
-    force.add_argument("--rank", dest="by", action="store_const", const="rank", help="TARGET is a rank")
-    force.add_argument("--pid", dest="by", action="store_const", const="pid", help="TARGET is a pid")
+    force.add_argument(
+        "--rank", dest="by", action="store_const", const="rank", help="TARGET is a rank"
+    )
+    force.add_argument(
+        "--pid", dest="by", action="store_const", const="pid", help="TARGET is a pid"
+    )
     attach.add_argument("--job", help="the job to look in (see `autodbg ls`)")
-    attach.add_argument("--store", metavar="HOST:PORT", help="also look in this c10d store (other nodes' sessions)")
+    attach.add_argument(
+        "--store", metavar="HOST:PORT", help="also look in this c10d store (other nodes' sessions)"
+    )
     attach.set_defaults(func=cmd_attach, by=None)
 
-    stack = verbs.add_parser("stack", help="print where every thread of some processes, or a whole job, is now")
-    stack.add_argument("targets", type=int, nargs="*", metavar="PID|RANK", help="ranks of exactly one live job, else pids")
-    stack.add_argument("--all", action="store_true", help="every process of the job (ranks and their children)")
+    stack = verbs.add_parser(
+        "stack", help="print where every thread of some processes, or a whole job, is now"
+    )
+    stack.add_argument(
+        "targets",
+        type=int,
+        nargs="*",
+        metavar="PID|RANK",
+        help="ranks of exactly one live job, else pids",
+    )
+    stack.add_argument(
+        "--all", action="store_true", help="every process of the job (ranks and their children)"
+    )
     stack.add_argument("--job", help="the job to look in")
-    stack.add_argument("--json", action="store_true", help="print the raw per-process data as a JSON array")
-    stack.add_argument("--locals", action="store_true", help="each frame's locals as short reprs (needs a Python thread that can run)")
-    stack.add_argument("--timeout", type=float, default=1.5, metavar="SECONDS", help="bound on the whole collection (default 1.5)")
+    stack.add_argument(
+        "--json", action="store_true", help="print the raw per-process data as a JSON array"
+    )
+    stack.add_argument(
+        "--locals",
+        action="store_true",
+        help="each frame's locals as short reprs (needs a Python thread that can run)",
+    )
+    stack.add_argument(
+        "--timeout",
+        type=float,
+        default=1.5,
+        metavar="SECONDS",
+        help="bound on the whole collection (default 1.5)",
+    )
     stack.set_defaults(func=cmd_stack)
 
     show = verbs.add_parser("show", help="print a crash record, kept after the process is gone")
     show.add_argument(
-        "target", type=int, nargs="?", metavar="PID|RANK", help="the newest crash of this rank, else of this pid"
+        "target",
+        type=int,
+        nargs="?",
+        metavar="PID|RANK",
+        help="the newest crash of this rank, else of this pid",
     )
     force = show.add_mutually_exclusive_group()
-    force.add_argument("--rank", dest="by", action="store_const", const="rank", help="TARGET is a rank")
-    force.add_argument("--pid", dest="by", action="store_const", const="pid", help="TARGET is a pid")
+    force.add_argument(
+        "--rank", dest="by", action="store_const", const="rank", help="TARGET is a rank"
+    )
+    force.add_argument(
+        "--pid", dest="by", action="store_const", const="pid", help="TARGET is a pid"
+    )
     show.add_argument("--job", help="only this job's crash records")
     show.add_argument("--list", action="store_true", help="list the crash records, newest first")
-    show.add_argument("--json", action="store_true", help="print the record (with --list: all of them) as JSON")
+    show.add_argument(
+        "--json", action="store_true", help="print the record (with --list: all of them) as JSON"
+    )
     show.set_defaults(func=cmd_show, by=None)
     return parser
 

@@ -9,7 +9,7 @@ host, job and time. Layout, inside the runtime directory (same checks as
 
     crashes/                        0700
         <job>/                      0700
-            <UTC time>-<pid>.json   0600, written to a temporary name then renamed
+            <UTC time>-<pid>.<host>.json   0600, written to a temporary name then renamed
 
 Bounds, so that a record never costs the session much nor fills a disk:
 
@@ -22,13 +22,16 @@ Bounds, so that a record never costs the session much nor fills a disk:
   ``__repr__`` that blocks (a lock, the network, a device) cannot hold the
   session. Values it did not reach are marked as such. A ``__repr__`` that
   never returns keeps that daemon thread, not the session;
-- retention: at most :data:`KEEP` records per user (the whole runtime
-  directory) and none older than :data:`MAX_AGE` seconds, pruned each time a
-  record is written.
+- retention: at most :data:`KEEP` records per user and host (the whole
+  runtime directory) and none older than :data:`MAX_AGE` seconds, pruned each
+  time a record is written. A runtime directory may be shared by several
+  hosts (an NFS home): a process prunes its own host's records only, known
+  by the host in the file's name (or, in a name without one, in the record).
 """
 
 import json
 import os
+import re
 import reprlib
 import sys
 import time
@@ -248,7 +251,8 @@ def save(root, data):
     stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(data["time"]))
     millis = int(data["time"] * 1000) % 1000
     suffix = f"-{_written}" if _written else ""
-    path = os.path.join(folder, f"{stamp}.{millis:03d}Z-{data['pid']}{suffix}.json")
+    host = registry.host_tag(data["host"])  # retention on a shared directory goes by it (prune)
+    path = os.path.join(folder, f"{stamp}.{millis:03d}Z-{data['pid']}{suffix}.{host}.json")
     registry.write(path, data)
     _written += 1
     prune(root)
@@ -256,9 +260,10 @@ def save(root, data):
 
 
 def prune(root, now=None):
-    """Remove crash records beyond the newest :data:`KEEP` or older than :data:`MAX_AGE`.
+    """Remove this host's crash records beyond its newest :data:`KEEP`, or past :data:`MAX_AGE`.
 
-    Empty job folders go too, once they are older than
+    Other hosts' records are left alone (a runtime directory on a shared file
+    system). Empty job folders go too, once they are older than
     :data:`registry.EMPTY_JOB_GRACE` (another process may have just made one).
 
     Args:
@@ -266,13 +271,15 @@ def prune(root, now=None):
         now (float | None): epoch seconds; None for the current time.
     """
     now = time.time() if now is None else now
+    mine = registry.host_tag()
     entries = []
     for folder in _job_folders(root):
         for name in _listdir(folder):
             if name.endswith(".json"):
                 path = os.path.join(folder, name)
                 try:
-                    entries.append((path, os.lstat(path).st_mtime))
+                    if _host_of(path, name) == mine:
+                        entries.append((path, os.lstat(path).st_mtime))
                 except OSError:
                     pass
     registry.remove(*expired(entries, now))
@@ -282,6 +289,27 @@ def prune(root, now=None):
                 os.rmdir(folder)  # only succeeds when empty
         except OSError:
             pass
+
+
+_NAMED = re.compile(r"^\d{8}T\d{6}\.\d{3}Z-\d+(-\d+)?\.(?P<host>.+)\.json$")
+
+
+def _host_of(path, name):
+    """Return the host tag of the crash record at ``path``: from its name, else from the record.
+
+    Raises:
+        OSError: a record without a host in its name cannot be read.
+    """
+    named = _NAMED.match(name)
+    if named:
+        return named.group("host")
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    with os.fdopen(fd) as source:
+        try:
+            data = json.load(source)
+        except ValueError:
+            return None
+    return registry.host_tag(data["host"]) if isinstance(data, dict) and data.get("host") else None
 
 
 def expired(entries, now, keep=KEEP, max_age=MAX_AGE):

@@ -6,11 +6,20 @@ Layout (DESIGN.md, contract 5)::
         <job>/                      one folder per job, 0700
             <pid>.json              the session record, written to a temporary name then renamed
             <pid>.sock              the session's Unix socket, 0600
-        tty-<device>.lock           the terminal lock, one per terminal device
-        break-<pid>.cancel          a live attach to <pid> that its client withdrew
+        tty-<host>-<device>.lock    the terminal lock, one per terminal device
+        break-<host>-<pid>.cancel   a live attach to <pid> that its client withdrew
 
 The terminal lock is keyed by the terminal rather than the job: any two
 processes that read one terminal must take turns, whichever job they are in.
+
+The directory may be shared by several machines (``AUTODBG_DIR`` in an NFS
+home), and a job folder by the nodes of one job. A pid means something only
+on its own host, so every record and stack file says its ``host``, the names
+that hold a pid or a device number say it too, and a process looks at, and
+cleans up, only what its own host wrote: another host's records, sockets and
+stack files are left alone, however dead their pids look from here. And a
+path that a record names is removed only when it lies in the record's own job
+folder: a stale or edited record is data, not an instruction to delete a file.
 Like manhole's ``check_credentials``, nothing here trusts the file system
 alone: the directory is checked on every use and the socket server checks the
 peer's uid too.
@@ -119,13 +128,76 @@ def job_dir(root, job):
 
 
 def tty_lock_path(root, fd):
-    """Return the terminal lock's path for the terminal open on ``fd``."""
-    return os.path.join(root, f"tty-{os.fstat(fd).st_rdev}.lock")
+    """Return the terminal lock's path for the terminal open on ``fd`` (of this host)."""
+    return os.path.join(root, f"tty-{host_tag()}-{os.fstat(fd).st_rdev}.lock")
 
 
 def break_cancel_path(root, pid):
-    """Return the marker by which ``autodbg attach`` withdraws a break-in request to ``pid``."""
-    return os.path.join(root, f"break-{pid}.cancel")
+    """Return the marker by which ``autodbg attach`` withdraws a break-in request to ``pid``.
+
+    ``pid`` is a process of this host; the marker's name says which host.
+    """
+    return os.path.join(root, f"break-{host_tag()}-{pid}.cancel")
+
+
+def host_tag(host=None):
+    """Return a host name as one harmless file-name component.
+
+    Args:
+        host (str | None): the name; None for this host's (``os.uname().nodename``).
+    """
+    name = os.uname().nodename if host is None else str(host)
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+
+
+def here(entry):
+    """Tell whether a record or a stack file's header was written on this host.
+
+    One without a ``host`` field counts as this host's (as before records had one).
+
+    Args:
+        entry (dict): the record or header.
+
+    Returns:
+        bool: its ``host`` is this machine's node name (``os.uname().nodename``).
+    """
+    return entry.get("host") in (None, os.uname().nodename)
+
+
+def catches(pid, signum):
+    """Tell whether process ``pid`` has a handler installed for signal ``signum``.
+
+    Reads the ``SigCgt`` mask of ``/proc/<pid>/status`` (bit ``signum - 1``),
+    the kernel's own word on it: a process whose handler is not installed (a
+    shell, a Python of another venv, ``python -S``) would take the signal's
+    default action, and SIGUSR1's and SIGUSR2's is to end the process. It
+    does not block.
+
+    Args:
+        pid (int): the process.
+        signum (int): the signal.
+
+    Returns:
+        bool: False also when the process is gone or its status cannot be read.
+    """
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            for line in status:
+                if line.startswith("SigCgt:"):
+                    return bool(int(line.split()[1], 16) >> (signum - 1) & 1)
+    except (OSError, ValueError, IndexError):
+        pass
+    return False
+
+
+def signal_name(signum):
+    """Return ``SIGUSR2`` for 12, ``signal 99`` for a number that names no signal."""
+    import signal
+
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        return f"signal {signum}"
 
 
 def write(path, record):
@@ -165,10 +237,15 @@ def process_started(pid):
 
 
 def sessions(root):
-    """List the live session records under ``root``; remove those of dead processes.
+    """List the live session records of this host under ``root``; remove those of dead processes.
 
     A record is live when its process exists and started when the record says
-    (so a recycled pid does not revive a dead session).
+    (so a recycled pid does not revive a dead session). Records of any state
+    are listed, ``opening`` included: that process is in a session already.
+    Records of other hosts are neither listed (their pids mean nothing here;
+    other nodes' sessions come from the job's store, :mod:`autodbg.store`)
+    nor removed. A dead record's socket goes with it only when it is the
+    record's own, in the same job folder.
 
     Args:
         root (str): the runtime directory.
@@ -189,12 +266,15 @@ def sessions(root):
                 with open(path) as source:
                     record = json.load(source)
                 pid = int(record["pid"])
-            except (OSError, ValueError, KeyError, TypeError):
+                local = here(record)
+            except (OSError, ValueError, KeyError, TypeError, AttributeError):
+                continue
+            if not local:
                 continue
             started = process_started(pid)
             expected = record.get("process_started")
             if started is None or (expected is not None and abs(started - expected) > 1):
-                remove(path, record.get("socket") or "")
+                remove(path, *_own_socket(folder, pid, record.get("socket")))
                 continue
             found.append(record)
         try:
@@ -216,6 +296,17 @@ def sessions(root):
         )
     )
     return found
+
+
+def _own_socket(folder, pid, path):
+    # The socket a session makes is <job folder>/<pid>.sock; a record naming
+    # any other path names a file that is not autodbg's to remove.
+    if not isinstance(path, str) or os.path.basename(path) != f"{pid}.sock":
+        return []
+    try:
+        return [path] if os.path.samefile(os.path.dirname(path) or ".", folder) else []
+    except OSError:
+        return []
 
 
 def _listdir(path):

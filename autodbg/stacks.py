@@ -55,6 +55,8 @@ import re
 import sys
 import time
 
+from autodbg import guard
+
 COPY_POLL = 0.1  # seconds between the process's thread's looks at its dump file
 COLLECT_POLL = 0.005  # seconds between the CLI's looks at the dump files
 SETTLED = 0.01  # seconds a dump file must stay the same size to count as complete
@@ -116,7 +118,7 @@ def _open_and_register(parent_pid=None):
     threading.Thread(target=_serve, args=(fd, HEADER), name="autodbg-stacks", daemon=True).start()
 
 
-_header = {}
+_header: dict = {}  # the stack file header fields of this process, beside its identity
 
 
 def _identity():
@@ -153,24 +155,26 @@ def update_identity():
         say(f"could not update the stack file's header: {type(error).__name__}: {error}")
 
 
+@guard.protect("the stack-dump thread")
 def _serve(fd, done):
     # Copies new dumps to stderr and answers --locals requests. Polls: nothing
     # in the standard library wakes a thread from a signal without taking the
-    # process's one wakeup fd (see the module docstring).
+    # process's one wakeup fd (see the module docstring). An error is one line
+    # (autodbg.guard) and ends this thread only: dumps still reach the file.
     while fd == _fd:
-        try:
-            size = os.fstat(fd).st_size
-            grew = done < size
-            while done < size:
-                chunk = os.pread(fd, size - done, done)
-                if not chunk:
-                    break
+        size = os.fstat(fd).st_size
+        grew = done < size
+        while done < size:
+            chunk = os.pread(fd, size - done, done)
+            if not chunk:
+                break
+            try:
                 os.write(2, chunk)
-                done += len(chunk)
-            if grew and os.path.exists(_file + ".want"):
-                _write_locals()
-        except OSError:
-            return
+            except OSError:
+                return  # stderr is closed or its reader gone: nobody to copy to, or to tell
+            done += len(chunk)
+        if grew and os.path.exists(_file + ".want"):
+            guard.call("the stack-dump thread's --locals answer", _write_locals)
         time.sleep(COPY_POLL)
 
 
@@ -266,10 +270,12 @@ def _unregister():
 
 
 def processes(root, job=None):
-    """List the live processes that have a stack file under ``root``; remove dead ones' files.
+    """List this host's live processes that have a stack file under ``root``; remove dead ones'.
 
     A file is live when its process exists and started before the file was
-    made (so a recycled pid does not pass for it).
+    made (so a recycled pid does not pass for it). Files of other hosts (a
+    runtime directory shared over NFS) are neither listed nor removed: their
+    pids mean nothing here (:func:`autodbg.registry.here`).
 
     Args:
         root (str): the runtime directory.
@@ -293,7 +299,11 @@ def processes(root, job=None):
                 with open(path, "rb") as source:
                     header = json.loads(source.readline())
                 pid = int(header["pid"])
-            except (OSError, ValueError, KeyError, TypeError):
+                int(header["signal"])
+                local = registry.here(header)
+            except (OSError, ValueError, KeyError, TypeError, AttributeError):
+                continue
+            if not local:
                 continue
             started = registry.process_started(pid)
             if started is None or started > header.get("registered", 0) + 1:
@@ -307,6 +317,11 @@ def processes(root, job=None):
 
 def collect(targets, timeout, with_locals=False):
     """Signal every target at once and read the dump each writes into its file.
+
+    A target is signalled only when it has a handler installed for its stack
+    signal (:func:`autodbg.registry.catches`): a process that took the pid of a
+    dead one, or never loaded autodbg, would be ended by SIGUSR1's default
+    action. It gets an ``error`` instead.
 
     One loop polls all the files every :data:`COLLECT_POLL` seconds; a dump is
     complete when its file grew, ends with a newline and stayed that size for
@@ -337,6 +352,13 @@ def collect(targets, timeout, with_locals=False):
         if with_locals:
             result["locals"] = False
         results.append(result)
+        if not registry.catches(target["pid"], target["signal"]):
+            result["error"] = (
+                f"no handler for {registry.signal_name(target['signal'])} installed (autodbg is "
+                "not loaded there, the program reset it, or the pid is another process's now); "
+                "not signalled, as the signal would end it"
+            )
+            continue
         try:
             offset = os.stat(target["path"]).st_size
             if with_locals:

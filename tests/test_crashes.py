@@ -14,7 +14,7 @@ AUTODBG = os.path.join(BIN, "autodbg")
 
 def show(env, *args):
     return subprocess.run(
-        [AUTODBG, "show", *args], env=env, capture_output=True, text=True, timeout=30
+        [AUTODBG, "show", *args], env=env, capture_output=True, text=True, timeout=30, check=False
     )
 
 
@@ -120,7 +120,7 @@ def test_retention_on_write(env, runtime_dir, start):
     for i in range(crashes.KEEP):
         path = os.path.join(old, f"r{i:03d}.json")
         with open(path, "w") as out:
-            json.dump({"pid": 1, "time": now - 3600 - i}, out)
+            json.dump({"pid": 1, "host": os.uname().nodename, "time": now - 3600 - i}, out)
         os.utime(path, (now - 3600 - i,) * 2)
     env["AUTODBG_WAIT"] = "0"
 
@@ -129,7 +129,7 @@ def test_retention_on_write(env, runtime_dir, start):
     assert proc.wait(60) == 1
     names = {os.path.basename(p) for p in crash_files(runtime_dir)}
     assert len(names) == crashes.KEEP and f"r{crashes.KEEP - 1:03d}.json" not in names
-    assert any(name.endswith(f"-{proc.pid}.json") for name in names)
+    assert any(name.endswith(f"-{proc.pid}.{os.uname().nodename}.json") for name in names)
 
     # By age: a record over 14 days old goes, though the count is well under the bound.
     for i in range(50):
@@ -190,11 +190,15 @@ def test_ptrace_scope_reading(tmp_path):
 def test_ptrace_hook_waits_for_ctypes(env):
     # Start-up stays light: ctypes (about 3 ms) is not imported for this.
     code = "import sys; print('ctypes' in sys.modules, 'autodbg.ptrace' in sys.modules)"
-    out = subprocess.run([PYTHON, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [PYTHON, "-c", code], env=env, capture_output=True, text=True, timeout=60, check=False
+    )
     assert out.stdout.split() == ["False", "False"] and out.stderr == ""
     # Once the program imports ctypes (torch does), the hook runs, quietly.
     code = "import ctypes, sys; print('autodbg.ptrace' in sys.modules)"
-    out = subprocess.run([PYTHON, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [PYTHON, "-c", code], env=env, capture_output=True, text=True, timeout=60, check=False
+    )
     assert out.stdout.split() == ["True"] and out.stderr == ""
 
 
@@ -228,7 +232,11 @@ def test_sibling_debugger_may_attach(env, start, autodbg_on):
     proc = start([PYTHON, target("yama_sleeper.py")], env)
     proc.wait_for("ready")
     tracer = subprocess.run(
-        [PYTHON, "-c", TRACER, str(proc.pid)], capture_output=True, text=True, timeout=30
+        [PYTHON, "-c", TRACER, str(proc.pid)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
     )
     assert tracer.stdout.startswith("attached" if autodbg_on else "refused"), (
         tracer.stdout + tracer.stderr
@@ -241,7 +249,9 @@ def test_ptrace_prctl_under_scope_1(tmp_path):
     (tmp_path / "scope").write_text("1\n")
     code = f"from autodbg import ptrace; ptrace.SCOPE_PATH = {str(tmp_path / 'scope')!r}; print(ptrace.allow())"
     env = {k: v for k, v in os.environ.items() if not k.startswith("AUTODBG")}
-    out = subprocess.run([PYTHON, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [PYTHON, "-c", code], env=env, capture_output=True, text=True, timeout=60, check=False
+    )
     if ptrace.scope() is None:
         # No Yama: the kernel refuses PR_SET_PTRACER (EINVAL), and autodbg says so in one line.
         assert out.stdout.split() == ["False"]

@@ -11,7 +11,7 @@ import time
 
 import pytest
 from conftest import PYTHON
-from harness import BIN, target, wait_until
+from harness import BIN, Proc, records, target, wait_until
 
 from autodbg import stacks
 
@@ -32,7 +32,7 @@ def hung_job(start, env):
 
 def stack(env, *args):
     return subprocess.run(
-        [AUTODBG, "stack", *args], env=env, capture_output=True, text=True, timeout=30
+        [AUTODBG, "stack", *args], env=env, capture_output=True, text=True, timeout=30, check=False
     )
 
 
@@ -84,7 +84,8 @@ def test_stack_all_groups_the_hung_ranks(env, start):
     assert "time.sleep(600)" in blocks[0]  # the source line
     assert blocks[1].startswith(f"ranks 0,2,3 (pids {pids[0]}, {pids[2]}, {pids[3]}):")
     assert f'{SCRIPT}", line 14, in sync' in blocks[1] and "in all_reduce" in blocks[1]
-    assert "_copy_to_stderr" not in out.stdout  # autodbg's own thread is left out
+    # autodbg's own thread is left out of rank 1's block, which shows all its threads.
+    assert "in _serve" not in out.stdout and "autodbg/guard.py" not in out.stdout
 
     rich = stack(env, "--all", "--locals")  # the Python path: all_reduce releases the GIL
     assert rich.returncode == 0, rich.stderr
@@ -142,6 +143,8 @@ def test_a_forked_child_gets_a_stack_file_of_its_own(env, start, runtime_dir):
     entries = {e["pid"]: e for e in json.loads(out.stdout)}
     assert set(entries) == {parent, child}
     assert entries[child]["parent_pid"] == parent and entries[parent]["parent_pid"] is None
+    # Each file says its host: on a runtime directory shared by hosts, only this one's are asked.
+    assert {e["host"] for e in entries.values()} == {os.uname().nodename}
     assert (
         innermost(entries[child]) == "child_waits" and innermost(entries[parent]) == "parent_waits"
     )
@@ -158,6 +161,54 @@ def test_a_forked_child_gets_a_stack_file_of_its_own(env, start, runtime_dir):
     wait_until(lambda: os.path.getsize(files[parent]) > sizes[parent], 10, "the parent's dump")
     proc.wait_for("in parent_waits", count=seen + 1, timeout=10)
     assert os.path.getsize(files[child]) == sizes[child]
+
+
+def fault_in_the_stack_thread(env, fault):
+    """Start stack_thread_fault.py with ``fault``; return it and its pid once it is ready.
+
+    Not through the ``start`` fixture: the test expects autodbg's internal-error line.
+    """
+    proc = Proc([PYTHON, target("stack_thread_fault.py"), fault], env)
+    proc.wait_for("ready")
+    return proc, int(re.search(r"pid (\d+) ready", proc.output).group(1))
+
+
+def test_an_error_in_the_stack_threads_locals_answer_is_one_line(env, runtime_dir):
+    proc, pid = fault_in_the_stack_thread(env, "locals")
+    try:
+        out = stack(env, str(pid), "--locals", "--json")
+        assert out.returncode == 0, out.stderr  # the dump came, from faulthandler's C handler
+        (entry,) = json.loads(out.stdout)
+        assert entry["answered"] and entry["locals"] is False
+        line = (
+            "autodbg: internal error in the stack-dump thread's --locals answer: "
+            "RuntimeError: injected fault"
+        )
+        proc.wait_for(line, timeout=10)
+        # The thread lives on: the next dump is copied to stderr as the first one was.
+        proc.wait_for("in main_waits", timeout=10)
+        assert stack(env, str(pid)).returncode == 0
+        proc.wait_for("in main_waits", count=2, timeout=10)
+        assert proc.popen.poll() is None
+        assert proc.output.count("autodbg:") == 1 and "Traceback" not in proc.output, proc.output
+        assert "waiting up to" not in proc.output and records(runtime_dir) == []  # no session
+    finally:
+        proc.kill()
+
+
+def test_an_error_in_the_stack_threads_loop_is_one_line(env, runtime_dir):
+    proc, pid = fault_in_the_stack_thread(env, "loop")
+    try:
+        proc.wait_for("autodbg: internal error in the stack-dump thread: TypeError: ", timeout=10)
+        out = stack(env, str(pid), "--json")  # dumps still reach the file; the process runs on
+        assert out.returncode == 0, out.stderr
+        (entry,) = json.loads(out.stdout)
+        assert entry["answered"] and innermost(entry) == "main_waits"
+        assert proc.popen.poll() is None
+        assert proc.output.count("autodbg:") == 1 and "Traceback" not in proc.output, proc.output
+        assert "waiting up to" not in proc.output and records(runtime_dir) == []  # no session
+    finally:
+        proc.kill()
 
 
 DUMP = """\
