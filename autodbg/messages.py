@@ -15,6 +15,9 @@ FAILURES = (
     "could not hook",  # a module of the program's that autodbg could not patch
     "cannot write the session record",
     "cannot write the crash record",
+    "stack dumps go to stderr only",  # autodbg.stacks could not set up the stack file
+    "could not update the stack file's header",
+    "stack dumps of this child go to its parent's file",
     "not installed:",  # the bootstrap failed: Python goes on without autodbg
 )
 
