@@ -10,14 +10,23 @@ shuffled order; the figures are medians over rounds and the ratios of each
 variant to autodbg off. Goal: no measurable overhead with ``AUTODBG_HANG``
 unset (a ratio of 1.00 within the noise).
 
-Run: ``.venv/bin/python benchmarks/hang.py`` (stdlib only, about a minute).
+Then what one sample costs the watchdog's thread (two reads of ``/proc`` and
+``sys._current_frames()``, timed in this process), and how many reports the
+watchdog gives with ``AUTODBG_HANG=1``: for a healthy loop whose steps each
+sleep 50 ms for 5 s (goal 0; the old rule, same frame at the same
+instruction, reported it) and for a main thread blocked in one 3 s sleep
+(goal 1).
+
+Run: ``.venv/bin/python benchmarks/hang.py`` (stdlib and autodbg only, under a minute).
 Prints figures only: no timed assertions, exit status 0.
 """
 
+import _thread
 import random
 import statistics
 import subprocess
 import sys
+import time
 
 from measure import clean_env, log
 
@@ -40,9 +49,19 @@ VARIANTS = {
 }
 
 
+HEALTHY = """
+import time
+end = time.monotonic() + 5
+while time.monotonic() < end:
+    time.sleep(0.05)
+"""
+BLOCKED = "import time; time.sleep(3)"
+
+
 def run(env):
     """Run the loop in a child and return its seconds."""
-    done = subprocess.run([sys.executable, "-c", LOOP], env=env, capture_output=True, text=True, check=True)
+    done = subprocess.run([sys.executable, "-c", LOOP], env=env, capture_output=True, text=True,
+                          check=True)
     return float(done.stdout)
 
 
@@ -61,6 +80,32 @@ def main():
         spread = statistics.quantiles(values, n=4)
         print(f"  {name:32s} {median * 1000:8.1f} ms  (IQR {spread[0] * 1000:.1f} .. {spread[2] * 1000:.1f})  ratio {median / base:.3f}")
     print("goal: no measurable overhead with AUTODBG_HANG unset (ratio 1.00 within the IQR)")
+    print(f"one sample of the watchdog: median {sample_cost() * 1e6:.1f} us, once per interval")
+    for name, program, goal in (("healthy loop, 50 ms sleep per step, 5 s", HEALTHY, 0),
+                                ("main thread blocked in one 3 s sleep", BLOCKED, 1)):
+        print(f"reports with AUTODBG_HANG=1, {name:42s} {reports(program)}  (goal {goal})")
+
+
+def sample_cost():
+    """Return the median seconds of one sample (what the watchdog reads), over 2,000 samples."""
+    from autodbg import watchdog
+
+    task, main, costs = f"/proc/self/task/{_thread.get_native_id()}/", _thread.get_ident(), []
+    for _ in range(2000):
+        start = time.perf_counter()
+        frame = sys._current_frames()[main]
+        sample = (frame.f_code, frame.f_lasti, watchdog._accounting(task))
+        costs.append(time.perf_counter() - start)
+    del frame, sample
+    return statistics.median(costs)
+
+
+def reports(program):
+    """Run ``program`` with ``AUTODBG_HANG=1`` and count the watchdog's reports on its stderr."""
+    env = dict(clean_env("1"), AUTODBG_HANG="1")
+    done = subprocess.run([sys.executable, "-c", program], env=env, capture_output=True, text=True,
+                          check=True)
+    return done.stderr.count("no progress for")
 
 
 if __name__ == "__main__":
