@@ -88,7 +88,14 @@ def _patch_bootstrap(process_module):
     @functools.wraps(original)
     def _bootstrap(self, *args, **kwargs):
         guard.call("multiprocessing's child", _wrap_run, self, process_module)
-        return original(self, *args, **kwargs)
+        try:
+            return original(self, *args, **kwargs)
+        finally:
+            # A forked child ends with os._exit, which runs no exit handler: its
+            # stack file (a DataLoader worker's) goes here.
+            stacks = sys.modules.get("autodbg.stacks")
+            if stacks is not None:
+                guard.call("multiprocessing's child", stacks.remove_own_file)
 
     _bootstrap.__autodbg__ = True
     base._bootstrap = _bootstrap

@@ -53,6 +53,8 @@ class Clients:
         self.console = None
         self._link = None
         self._refusing = None
+        self._wake_r, self._wake_w = os.pipe()
+        self.ending = False  # the program is ending: no more waiting (:meth:`stop_waiting`)
         self.crash_record = None
 
     def first(self):
@@ -110,6 +112,19 @@ class Clients:
             except (OSError, ValueError):
                 pass
 
+    def client_gone(self):
+        """Tell whether the attached socket client has vanished."""
+        link = self._link
+        return link is not None and link.gone
+
+    def stop_waiting(self):
+        """End a wait for a client now, and any later one (from another thread; never blocks)."""
+        self.ending = True
+        try:
+            os.write(self._wake_w, b"!")
+        except (OSError, TypeError):
+            pass  # the session closed meanwhile
+
     def target(self):
         """Return what ``autodbg attach`` takes to reach this session: the rank, else the pid."""
         ident = identity.current
@@ -126,12 +141,18 @@ class Clients:
         if self.console is not None:
             self.console.release()
             self.console = None
+        for fd in (self._wake_r, self._wake_w):
+            os.close(fd)
+        self._wake_r = self._wake_w = None
 
     def forget(self):
         """In a forked child, close this process's copies of the descriptors; leave the files."""
         for part in (self.server, self._link, self.console):
             if part is not None:
                 part.forget()
+        for fd in (self._wake_r, self._wake_w):
+            if fd is not None:
+                os.close(fd)
 
     def _why_not_console(self):
         if self._may_take_console and console_backend.in_foreground(sys.__stdin__.fileno()):
@@ -152,7 +173,7 @@ class Clients:
     def _wait(self):
         deadline = time.monotonic() + self._cfg.wait
         with guard.inside("waiting for a debugger client"):
-            while True:
+            while not self.ending:
                 channel = self._try_console()
                 if channel is not None:
                     return channel
@@ -161,9 +182,11 @@ class Clients:
                     kept = f" (crash record: autodbg show {os.getpid()})" if self.crash_record else ""
                     say(f"no debugger attached within {self._cfg.wait:g} s (AUTODBG_WAIT); going on without one{kept}")
                     return None
-                conn = self.server.accept(min(remaining, CONSOLE_POLL) if self._may_take_console else remaining)
+                timeout = min(remaining, CONSOLE_POLL) if self._may_take_console else remaining
+                conn = self.server.accept(timeout, self._wake_r)
                 if conn is not None:
                     return self._attach(conn)
+        return None
 
     def _attach(self, conn):
         self._link = socket_backend.open_link(conn, self._interrupt)

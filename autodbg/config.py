@@ -3,8 +3,22 @@
 This module runs at interpreter start-up (when ``AUTODBG`` is true), so it
 imports nothing but ``os``: no ``dataclasses`` (which pulls in ``inspect`` and
 ``re``, several milliseconds) and no ``signal`` (``_signal`` has the numbers).
+For the same reason:
+
+- each setting is read at its first use, not all at once: start-up uses four
+  of them (``mode``, ``stack_signal``, ``break_signal``, ``hang``, through
+  :func:`setting`), and looking up a variable that is not set costs about
+  3 µs (``os.environ.get`` raises and catches two ``KeyError``), some 20 µs
+  for the other seven. They are read when a session, torch or the launcher
+  needs them;
+- the class :class:`Config` is made at its first use (a session's, the
+  CLI's), not at import: making a class costs more than the rest of this
+  module (about 0.15 M instructions with this one's slots and methods,
+  measured with callgrind), and start-up needs none.
+
 A bad value never raises: it becomes one ``autodbg:`` warning naming the
-variable, the value and the allowed ones, and the default is used.
+variable, the value and the allowed ones, at the setting's first use, and
+the default is used.
 """
 
 import os
@@ -51,55 +65,48 @@ def enabled(environ=os.environ):
     return environ.get("AUTODBG", "").strip().lower() in TRUE
 
 
-class Config:
-    """Settings read once from the environment; attributes cannot be changed.
+FIELDS = (
+    "mode", "wait", "dir", "stack_signal", "break_signal", "debugger",
+    "pg_timeout", "collateral", "launcher", "listen", "hang",
+)
+_settings: dict = {}  # this process's settings read so far (from os.environ): field -> value
+_config_class = None
+_current = None
 
-    Attributes:
-        mode (str): ``auto``, ``console``, ``socket`` or ``off``.
-        wait (float): seconds a session with no client waits for one; 0 = no wait.
-        dir (str | None): ``AUTODBG_DIR``, or None for the default runtime directory.
-        stack_signal (int | None): signal number that dumps every thread's stack,
-            None when ``AUTODBG_STACK_SIGNAL=off``.
-        debugger (str | None): ``ipdb`` or ``pdb``; None means ipdb when importable.
-        pg_timeout (float): seconds; the process-group timeout autodbg gives
-            ``init_process_group`` when the program passes none.
-        collateral (str): ``skip`` (no session for a rank that fails because a
-            peer is gone or in a session) or ``debug`` (a session anyway).
-        launcher (int | None): pid of the autodbg-aware torchrun launcher that
-            announces this process's sessions (``AUTODBG_LAUNCHER``, set by it).
-        listen (str): address a multi-node job's sessions listen on with TCP.
-        break_signal (int | None): signal number that opens a session at the
-            main thread's current frame (a live attach), None when ``off``.
-        hang (float | None): seconds without progress of the main thread after
-            which the hang watchdog dumps stacks; None (unset) = no watchdog.
+
+def setting(name):
+    """Return this process's setting ``name``, read from ``os.environ`` at its first use.
+
+    What start-up reads its settings with (see the module's docstring); the
+    :class:`Config` of :func:`current` reads through it too, so each variable
+    is read once per process.
+
+    Args:
+        name (str): one of ``FIELDS``, the attributes of :class:`Config`.
+
+    Returns:
+        the setting's value, as :class:`Config` documents it.
     """
+    if name in _settings:
+        return _settings[name]
+    value = _settings[name] = _read(name, os.environ, _say)
+    return value
 
-    __slots__ = (
-        "mode", "wait", "dir", "stack_signal", "break_signal", "debugger",
-        "pg_timeout", "collateral", "launcher", "listen", "hang",
-    )
 
-    def __init__(self, **fields):
-        """Set every attribute in ``__slots__`` from ``fields`` (keyword arguments).
+def current():
+    """Return this process's settings (of ``os.environ``, each read at its first use).
 
-        Raises:
-            TypeError: a field is missing or unknown.
-        """
-        if set(fields) != set(self.__slots__):
-            raise TypeError(f"Config needs exactly {self.__slots__}, got {sorted(fields)}")
-        for name, value in fields.items():
-            object.__setattr__(self, name, value)
-
-    def __setattr__(self, name, value):
-        raise AttributeError("autodbg.config.Config is read-only")
-
-    def __repr__(self):
-        fields = ", ".join(f"{n}={getattr(self, n)!r}" for n in self.__slots__)
-        return f"Config({fields})"
+    Returns:
+        Config: the same object on every call.
+    """
+    global _current
+    if _current is None:
+        _current = _config()(setting)
+    return _current
 
 
 def load(environ=os.environ, warn=None):
-    """Read every ``AUTODBG_*`` variable.
+    """Return the settings of ``environ``, each read at its first use.
 
     Args:
         environ (Mapping[str, str]): the environment to read.
@@ -110,58 +117,116 @@ def load(environ=os.environ, warn=None):
         Config: the settings, defaults in place of bad values.
     """
     warn = warn or _say
+    return _config()(lambda name: _read(name, environ, warn))
 
-    mode = environ.get("AUTODBG_MODE", "auto").strip().lower() or "auto"
-    if mode not in MODES:
-        warn(_bad("AUTODBG_MODE", mode, "one of " + ", ".join(MODES), "auto"))
-        mode = "auto"
 
-    wait = _seconds(environ, "AUTODBG_WAIT", DEFAULT_WAIT, 0, warn)
-    pg_timeout = _seconds(environ, "AUTODBG_PG_TIMEOUT", DEFAULT_PG_TIMEOUT, 1, warn)
+def __getattr__(name):
+    # PEP 562: ``autodbg.config.Config`` is made at its first use, see _config.
+    if name == "Config":
+        return _config()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
-    directory = environ.get("AUTODBG_DIR", "").strip() or None
 
-    stack_signal = _signal_number(environ, "AUTODBG_STACK_SIGNAL", "SIGUSR1", warn)
-    break_signal = _signal_number(environ, "AUTODBG_BREAK_SIGNAL", "SIGUSR2", warn)
+def _config():
+    """Return the class :class:`Config`, made at its first use: start-up makes no class."""
+    global _config_class
+    if _config_class is None:
 
-    debugger = environ.get("AUTODBG_DEBUGGER", "").strip().lower() or None
-    if debugger is not None and debugger not in DEBUGGERS:
-        warn(_bad("AUTODBG_DEBUGGER", debugger, "ipdb or pdb", "ipdb when importable"))
-        debugger = None
+        class Config:
+            """Settings from the environment, each read at its first use; attributes cannot be changed.
 
-    collateral = environ.get("AUTODBG_COLLATERAL", "").strip().lower() or "skip"
-    if collateral not in COLLATERAL:
-        warn(_bad("AUTODBG_COLLATERAL", collateral, "skip or debug", "skip"))
-        collateral = "skip"
+            Attributes:
+                mode (str): ``auto``, ``console``, ``socket`` or ``off``.
+                wait (float): seconds a session with no client waits for one; 0 = no wait.
+                dir (str | None): ``AUTODBG_DIR``, or None for the default runtime directory.
+                stack_signal (int | None): signal number that dumps every thread's stack,
+                    None when ``AUTODBG_STACK_SIGNAL=off``.
+                debugger (str | None): ``ipdb`` or ``pdb``; None means ipdb when importable.
+                pg_timeout (float): seconds; the process-group timeout autodbg gives
+                    ``init_process_group`` when the program passes none.
+                collateral (str): ``skip`` (no session for a rank that fails because a
+                    peer is gone or in a session) or ``debug`` (a session anyway).
+                launcher (int | None): pid of the autodbg-aware torchrun launcher that
+                    announces this process's sessions (``AUTODBG_LAUNCHER``, set by it).
+                listen (str): address a multi-node job's sessions listen on with TCP.
+                break_signal (int | None): signal number that opens a session at the
+                    main thread's current frame (a live attach), None when ``off``.
+                hang (float | None): seconds without progress of the main thread after
+                    which the hang watchdog dumps stacks; None (unset) = no watchdog.
+            """
 
-    launcher = environ.get("AUTODBG_LAUNCHER", "").strip()
-    launcher = int(launcher) if launcher.isdigit() else None
+            __slots__ = FIELDS + ("_read",)
 
-    listen = environ.get("AUTODBG_LISTEN", "").strip() or "127.0.0.1"
+            def __init__(self, read):
+                """Keep ``read(field) -> value`` for each setting's first use."""
+                object.__setattr__(self, "_read", read)
 
-    hang = None
-    raw = environ.get("AUTODBG_HANG", "").strip()
-    if raw.lower() not in FALSE:
+            def __getattr__(self, name):
+                # Python calls this only for a slot with no value yet: the setting's first use.
+                if name not in FIELDS:
+                    raise AttributeError(f"autodbg.config.Config has no setting {name!r}")
+                value = self._read(name)
+                object.__setattr__(self, name, value)
+                return value
+
+            def __setattr__(self, name, value):
+                raise AttributeError("autodbg.config.Config is read-only")
+
+            def __repr__(self):
+                fields = ", ".join(f"{n}={getattr(self, n)!r}" for n in FIELDS)
+                return f"Config({fields})"
+
+        Config.__module__, Config.__qualname__ = __name__, "Config"
+        _config_class = Config
+    return _config_class
+
+
+def _read(name, environ, warn):
+    """Return the setting ``name`` (one of ``FIELDS``) read from ``environ``."""
+    # The four settings that start-up uses come first.
+    if name == "mode":
+        mode = environ.get("AUTODBG_MODE", "auto").strip().lower() or "auto"
+        if mode not in MODES:
+            warn(_bad("AUTODBG_MODE", mode, "one of " + ", ".join(MODES), "auto"))
+            mode = "auto"
+        return mode
+    if name == "stack_signal":
+        return _signal_number(environ, "AUTODBG_STACK_SIGNAL", "SIGUSR1", warn)
+    if name == "break_signal":
+        return _signal_number(environ, "AUTODBG_BREAK_SIGNAL", "SIGUSR2", warn)
+    if name == "hang":
+        raw = environ.get("AUTODBG_HANG", "").strip()
+        if raw.lower() in FALSE:
+            return None
         try:
-            hang = float(raw) if 0 < float(raw) < float("inf") else None
+            if 0 < float(raw) < float("inf"):
+                return float(raw)
         except ValueError:
             pass
-        if hang is None:
-            warn(_bad("AUTODBG_HANG", raw, "a number of seconds > 0, or unset", "off"))
-
-    return Config(
-        mode=mode,
-        wait=wait,
-        dir=directory,
-        stack_signal=stack_signal,
-        break_signal=break_signal,
-        debugger=debugger,
-        pg_timeout=pg_timeout,
-        collateral=collateral,
-        launcher=launcher,
-        listen=listen,
-        hang=hang,
-    )
+        warn(_bad("AUTODBG_HANG", raw, "a number of seconds > 0, or unset", "off"))
+        return None
+    if name == "wait":
+        return _seconds(environ, "AUTODBG_WAIT", DEFAULT_WAIT, 0, warn)
+    if name == "pg_timeout":
+        return _seconds(environ, "AUTODBG_PG_TIMEOUT", DEFAULT_PG_TIMEOUT, 1, warn)
+    if name == "dir":
+        return environ.get("AUTODBG_DIR", "").strip() or None
+    if name == "debugger":
+        debugger = environ.get("AUTODBG_DEBUGGER", "").strip().lower() or None
+        if debugger is not None and debugger not in DEBUGGERS:
+            warn(_bad("AUTODBG_DEBUGGER", debugger, "ipdb or pdb", "ipdb when importable"))
+            debugger = None
+        return debugger
+    if name == "collateral":
+        collateral = environ.get("AUTODBG_COLLATERAL", "").strip().lower() or "skip"
+        if collateral not in COLLATERAL:
+            warn(_bad("AUTODBG_COLLATERAL", collateral, "skip or debug", "skip"))
+            collateral = "skip"
+        return collateral
+    if name == "launcher":
+        launcher = environ.get("AUTODBG_LAUNCHER", "").strip()
+        return int(launcher) if launcher.isdigit() else None
+    return environ.get("AUTODBG_LISTEN", "").strip() or "127.0.0.1"  # listen
 
 
 def _seconds(environ, variable, default, least, warn):
@@ -209,17 +274,3 @@ def _say(line):
 def _bad(variable, value, allowed, default):
     return f"{variable}={value!r} is not valid (expected {allowed}); using the default, {default}"
 
-
-_current = None
-
-
-def current():
-    """Return this process's settings, read from the environment on first use.
-
-    Returns:
-        Config: the same object on every call.
-    """
-    global _current
-    if _current is None:
-        _current = load()
-    return _current

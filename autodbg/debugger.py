@@ -148,18 +148,24 @@ class _AutodbgMixin:
         try:
             return self._autodbg_read_line()
         except KeyboardInterrupt:
-            if self._autodbg_channel.kind == "console":
+            clients = self.autodbg_session.clients
+            if clients.client_gone():
+                return "EOF"  # the interrupt of a command whose client vanished, come late
+            if self._autodbg_channel.kind == "console" and not clients.ending:
                 raise  # Ctrl-C typed at the terminal's prompt: pdb's --KeyboardInterrupt--
-            # A socket client's Ctrl-C at the prompt is a key on its pty, never a
-            # signal: this SIGINT came from outside (torchrun stopping its workers,
-            # kill -INT). End as the signal would have ended the program.
-            from autodbg import session
+            if not clients.ending:
+                # A socket client's Ctrl-C at the prompt is a key on its pty, never a
+                # signal: this SIGINT came from outside (torchrun stopping its workers,
+                # kill -INT). End as the signal would have ended the program.
+                from autodbg import session
 
-            session.tell("SIGINT: this process is being stopped; its debugger session ends")
+                session.tell("SIGINT: this process is being stopped; its debugger session ends")
             self._autodbg_interrupted = True
             return "q" if self.autodbg_post_mortem else "c"
 
     def _autodbg_read_line(self):
+        if self.autodbg_session.clients.client_gone():
+            return "EOF"
         if self._autodbg_channel is not self.autodbg_session.channel:
             # A nested prompt's client detached and another one came meanwhile.
             if self.autodbg_session.channel is None:

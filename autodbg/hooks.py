@@ -14,36 +14,43 @@ does is decided elsewhere (:mod:`autodbg.triage` for "session or not",
 import os
 import sys
 
-from autodbg.importhook import after_import
-
 _original_excepthook = None  # the hook before autodbg's; prints for wrappers above us
 _printing_excepthook = None  # what autodbg's hook calls to print the traceback
 _printing = False
 
 
-def install(config):
+def install():
     """Install autodbg's hooks in this process. Called once, by the bootstrap.
 
-    Args:
-        config (autodbg.config.Config): the settings to follow.
+    Reads the four settings it needs with :func:`autodbg.config.setting`
+    (no :class:`autodbg.config.Config` at start-up: the config module says why).
     """
     global _original_excepthook, _printing_excepthook
-    if config.stack_signal is not None:
+    # The post-import hook lives in the bootstrap, this function's caller (its docstring says why).
+    from autodbg._bootstrap import after_import
+    from autodbg.config import setting
+
+    stack_signal = setting("stack_signal")
+    if stack_signal is not None:
         import faulthandler
 
-        faulthandler.register(config.stack_signal, all_threads=True, chain=False)
+        # fd 2 is sys.stderr's file at start-up; naming it saves the flush() and
+        # fileno() calls that file=None makes (some 10 µs).
+        faulthandler.register(stack_signal, file=2, all_threads=True, chain=False)
     # py-spy and gdb -p under Yama scope 1, once ctypes is loaded anyway (autodbg.ptrace says why).
     after_import("ctypes", _later("ptrace", "allow"))
-    if config.hang is not None:
+    hang = setting("hang")
+    if hang is not None:
         from autodbg import watchdog
 
-        watchdog.start(config.hang)
-    if config.mode == "off":
+        watchdog.start(hang)
+    if setting("mode") == "off":
         return
-    if config.break_signal is not None:
+    break_signal = setting("break_signal")
+    if break_signal is not None:
         import _signal
 
-        _signal.signal(config.break_signal, break_in)
+        _signal.signal(break_signal, break_in)
     _original_excepthook = _printing_excepthook = sys.excepthook
     sys.excepthook = excepthook
     if not os.environ.get("PYTHONBREAKPOINT"):
@@ -121,6 +128,9 @@ def _post_mortem(exc, tb, thread):
             from autodbg.messages import say
 
             say(reason)
+        session = sys.modules.get("autodbg.session")
+        if thread is None and isinstance(exc, KeyboardInterrupt) and session is not None:
+            session.end_for_exit("KeyboardInterrupt in the main thread")
         return
     from autodbg import session
 

@@ -122,6 +122,27 @@ def tell(text):
         session.clients.tell(f"autodbg: {text}")
 
 
+def end_for_exit(why):
+    """End another thread's open session because the program is ending (from the main thread).
+
+    The main thread was stopped (a ``KeyboardInterrupt`` nobody caught: Ctrl-C,
+    torchrun's SIGINT to its workers): without autodbg the process would exit
+    now, so a session of a thread that failed earlier must not hold the exit.
+    A session waiting for a client stops waiting; one at a prompt is
+    interrupted and ends. Never blocks.
+
+    Args:
+        why (str): for the line on stderr and to the client.
+    """
+    session = _current
+    if session is None or session.thread_ident == threading.get_ident() or session.clients is None:
+        return
+    tell(f"{why}: the program is ending; the debugger session of thread {session.thread_name} ends")
+    session.clients.stop_waiting()
+    if guard.busy(session.thread_ident) == "at a debugger prompt":
+        session.interrupt()
+
+
 def break_cancelled():
     """Tell (once) whether the CLI cancelled the break-in request this signal answers."""
     try:

@@ -259,11 +259,35 @@ def _after_fork():
         say(f"stack dumps of this child go to its parent's file: {type(error).__name__}: {error}")
 
 
-def _unregister():
+def remove_own_file():
+    """Remove this process's stack file and its companions, if it registered one."""
     if _file is not None:
         from autodbg import registry
 
         registry.remove(_file, _file + ".want", _file + ".locals")
+
+
+def _unregister():
+    """At exit: remove this process's stack file, and the files of this host's dead processes.
+
+    The dead ones are workers and children that could not clean up after
+    themselves: killed by a signal's default action (torchrun's SIGTERM to its
+    workers, SIGKILL) or ended with ``os._exit`` (multiprocessing children,
+    DataLoader workers). Their parent outlives them, so their files go when it
+    exits, as the next ``autodbg ls`` or ``autodbg stack`` would remove them.
+    """
+    if _file is None:
+        return
+    from autodbg import config, guard, registry
+
+    remove_own_file()
+
+    def sweep():
+        root = registry.runtime_dir(config.current().dir)
+        registry.sessions(root)
+        processes(root)
+
+    guard.call("the exit clean-up", sweep)
 
 
 # -- in the CLI -----------------------------------------------------------------------------

@@ -157,3 +157,27 @@ def test_a_crash_after_a_breakpoint_session_gets_its_own_session(env, runtime_di
     client.expect(pexpect.EOF)
     assert proc.wait(30) == 1
     assert proc.output.count("Traceback (most recent call last)") == 1 and "IPython" not in proc.output
+
+
+def test_main_threads_keyboardinterrupt_ends_a_threads_waiting_session(env, runtime_dir, start):
+    proc = start([PYTHON, target("thread_crash_main_waits.py")], env)
+    record = wait_for_record(runtime_dir, pid=proc.pid, state="waiting", thread="worker")
+    proc.wait_for("main waits")
+    os.kill(proc.pid, signal.SIGINT)
+    assert proc.wait(20) == -signal.SIGINT  # an uncaught KeyboardInterrupt, as without autodbg
+    assert "KeyboardInterrupt in the main thread: the program is ending" in proc.output
+    assert not os.path.exists(record["socket"]) and not os.path.exists(record["socket"][:-5] + ".json")
+
+
+def test_a_client_that_vanishes_mid_command_interrupts_it(env, runtime_dir, start, spawn):
+    env["AUTODBG_WAIT"] = "2"
+    for client in ("nc -U {}", f"{AUTODBG} attach {{pid}}"):
+        proc = start([PYTHON, target("crash.py")], env)
+        record = wait_for_record(runtime_dir, pid=proc.pid, state="waiting")
+        nc = spawn(client.format(record["socket"], pid=proc.pid), env)
+        nc.expect("ipdb>")
+        nc.sendline("!print('run' + 'ning'); import time; time.sleep(60)")
+        nc.expect("running")
+        nc.kill(signal.SIGKILL)
+        proc.wait_for("no debugger attached within 2 s", timeout=20)  # the wait after the detach
+        assert proc.wait(20) == 1

@@ -77,8 +77,9 @@ class Console:
     the job is still in the foreground: else the terminal is not ours to set).
     """
 
-    def __init__(self, lock_fd):
+    def __init__(self, lock_fd, lock_path):
         self._lock_fd = lock_fd
+        self._lock_path = lock_path
         self._fd = sys.__stdin__.fileno()
         try:
             self._modes = termios.tcgetattr(self._fd)
@@ -104,10 +105,14 @@ class Console:
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            # The holder removes the file before it lets go (no file is left
+            # behind): a lock taken on a file that was removed meanwhile is no lock.
+            if os.stat(path).st_ino != os.fstat(fd).st_ino:
+                raise OSError("the lock file was replaced")
         except OSError:
             os.close(fd)
             return None
-        return cls(fd)
+        return cls(fd, path)
 
     def channel(self):
         """Return the channel for the debugger: the process's original stdin and stdout."""
@@ -122,8 +127,10 @@ class Console:
                 pass
 
     def release(self):
-        """Restore terminal modes, then free the terminal."""
+        """Restore terminal modes, then free the terminal and remove the lock file."""
         self.restore_modes()
+        if self._lock_fd is not None:
+            registry.remove(self._lock_path)
         self.forget()
 
     def forget(self):

@@ -73,19 +73,20 @@ class Server:
             self._tcp = socket.create_server((tcp_host, 0))
             self.tcp_address = (tcp_host, self._tcp.getsockname()[1])
 
-    def accept(self, timeout):
+    def accept(self, timeout, wake=None):
         """Wait up to ``timeout`` seconds for a client of this user.
 
         Args:
             timeout (float): seconds to wait; blocks at most that long.
+            wake (int | None): a descriptor that, once readable, ends the wait early.
 
         Returns:
-            socket.socket | None: the connection, or None on time-out or when
-            the client was refused (another uid; it is told why).
+            socket.socket | None: the connection, or None on time-out, on
+            ``wake``, or when the client was refused (another uid; it is told why).
         """
         listeners = [self._sock] if self._tcp is None else [self._sock, self._tcp]
-        ready, _, _ = select.select(listeners, [], [], max(timeout, 0))
-        if not ready:
+        ready, _, _ = select.select(listeners + ([] if wake is None else [wake]), [], [], max(timeout, 0))
+        if not ready or wake in ready:
             return None
         if self._tcp in ready:
             conn, _ = self._tcp.accept()
@@ -174,8 +175,9 @@ def open_link(conn, interrupt):
 
     Args:
         conn (socket.socket): an accepted connection.
-        interrupt (Callable[[], None]): called on a Ctrl-C typed while a
-            debugger command runs (pty clients only).
+        interrupt (Callable[[], None]): interrupts the running debugger command:
+            on a Ctrl-C typed while it runs (pty clients), or when the client
+            vanishes while it runs (both kinds).
 
     Returns:
         PtyLink | LineLink: the link, whose ``channel`` the debugger uses.
@@ -198,7 +200,7 @@ def open_link(conn, interrupt):
         term = fields[3] if len(fields) > 3 else "xterm"
         conn.sendall(READY, socket.MSG_NOSIGNAL)
         return PtyLink(conn, rows, cols, term, rest, interrupt)
-    return LineLink(conn, data)
+    return LineLink(conn, data, interrupt)
 
 
 def _int(fields, index, default):
@@ -209,31 +211,59 @@ def _int(fields, index, default):
 
 
 class LineLink:
-    """A line client (``nc -U``, ``socat``): the socket itself is the channel's stream."""
+    """A line client (``nc -U``, ``socat``): the socket itself is the channel's stream.
 
-    def __init__(self, conn, pending):
+    A thread watches for the client's hang-up (``POLLHUP``: its end is closed,
+    not merely its sending side, as ``nc -N`` does after piped input). A client
+    that vanishes while a debugger command runs interrupts that command, as a
+    terminal's hang-up would stop its job: nobody is left to see its output,
+    and the session can go on waiting for the next client.
+    """
+
+    def __init__(self, conn, pending, interrupt):
+        from autodbg import guard
         from autodbg.backends import Channel
 
         self._conn = conn
         self._pending = pending
+        self._interrupt = interrupt
+        self._reading = False
+        self._stop = threading.Event()
         self.gone = False
         self.channel = Channel("line", self, self)
+        watch = guard.protect("the line client's watcher")(self._watch)
+        threading.Thread(target=watch, name="autodbg-line-watch", daemon=True).start()
 
     encoding = "utf-8"
 
     def readline(self):
         """Return the next line, or ``""`` when the client has left. Blocks until one arrives."""
-        while b"\n" not in self._pending and not self.gone:
-            try:
-                chunk = self._conn.recv(4096)
-            except OSError:
-                chunk = b""
-            if not chunk:
-                self.gone = True
-                break
-            self._pending += chunk
+        self._reading = True
+        try:
+            while b"\n" not in self._pending and not self.gone:
+                try:
+                    chunk = self._conn.recv(4096)
+                except OSError:
+                    chunk = b""
+                if not chunk:
+                    self.gone = True
+                    break
+                self._pending += chunk
+        finally:
+            self._reading = False
         line, sep, self._pending = self._pending.partition(b"\n")
         return (line + sep).decode("utf-8", "replace")
+
+    def _watch(self):
+        poller = select.poll()
+        poller.register(self._conn.fileno(), 0)  # events 0: only POLLHUP, POLLERR, POLLNVAL
+        while not self._stop.is_set():
+            if poller.poll(200):
+                if not self._stop.is_set() and not self.gone:
+                    self.gone = True
+                    if not self._reading:
+                        self._interrupt()
+                return
 
     def write(self, text):
         """Send ``text``; a client that left makes it a no-op. Returns len(text)."""
@@ -251,11 +281,13 @@ class LineLink:
         return False
 
     def close(self):
-        """Close the connection."""
+        """Stop the watcher and close the connection."""
+        self._stop.set()
         self._conn.close()
 
     def forget(self):
         """Close this process's copy of the connection (a forked child's, see session)."""
+        self._stop.set()
         self._conn.close()
 
 
@@ -305,7 +337,14 @@ class PtyLink:
             data = b""
         if not data:
             self.gone = True
-            os.write(self._master, _DETACH_KEYS)
+            if termios.tcgetattr(self._slave)[3] & termios.ISIG:
+                # Cooked mode: a command runs (or pdb's plain readline waits).
+                # Interrupt it, as LineLink does: nobody is left to see it, and
+                # the debugger then finds its client gone. Keys typed now would
+                # be lost when the next prompt puts the pty in raw mode.
+                self._interrupt()
+            else:
+                os.write(self._master, _DETACH_KEYS)
             return
         if b"\x03" in data and termios.tcgetattr(self._slave)[3] & termios.ISIG:
             # Cooked mode: a command is running, not the prompt; a terminal would
