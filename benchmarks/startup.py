@@ -10,7 +10,11 @@ when ``AUTODBG`` is true. This script measures that cost:
 3. the in-process costs: the bootstrap's, from ``python -X importtime`` with
    ``AUTODBG=1``, and the ``.pth`` line's with ``AUTODBG`` unset, timed around
    ``site.addpackage`` (which ``-X importtime`` cannot see: nothing is imported);
-4. the modules the bootstrap adds to ``sys.modules``.
+4. the modules the bootstrap adds to ``sys.modules``;
+5. when valgrind is installed, the instructions each variant executes
+   (callgrind's total, the least of a few runs): a figure that the load of a
+   shared machine does not move, unlike the times, so that a change of a few
+   tens of µs shows up in one run.
 
 How: two temporary venvs are made the same way (``python -m venv``, same base
 interpreter), and autodbg is installed from this repository into one of them,
@@ -25,13 +29,16 @@ The ratio is the base variant's median plus that difference, over the former.
 
 Goals: at most +0.2 ms with ``AUTODBG`` unset, at most +1 ms with ``AUTODBG=1``.
 
-Run: ``.venv/bin/python benchmarks/startup.py`` (stdlib only, under a minute on
-two cores). Prints figures only: no timed assertions, exit status 0.
+Run: ``.venv/bin/python benchmarks/startup.py [--rounds N]`` (stdlib only,
+about a minute on two cores; fewer rounds while developing). Prints figures
+only: no timed assertions, exit status 0.
 """
 
+import argparse
 import importlib.util
 import os
 import random
+import shutil
 import statistics
 import subprocess
 import sys
@@ -43,8 +50,9 @@ from measure import clean_env, log, verdict
 
 REPO = Path(__file__).resolve().parent.parent
 WARMUP_ROUNDS = 10  # also lets the children write any missing .pyc
-ROUNDS = 200  # one run per variant each
+ROUNDS = 200  # one run per variant each (the default of --rounds)
 IMPORTTIME_RUNS = 30
+CALLGRIND_RUNS = 3  # callgrind's counts vary by about 0.1% from run to run
 TRIM = 0.1  # fraction dropped at each end for the trimmed mean
 BOOTSTRAP_RESAMPLES = 2000
 GOAL_UNSET_MS = 0.2
@@ -63,7 +71,7 @@ def run(*command, env=None, stream="stdout"):
     On failure, show its output, then raise.
     """
     done = subprocess.run(
-        command, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True
+        command, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, check=False
     )
     if done.returncode:
         sys.stderr.write(done.stdout + done.stderr)
@@ -202,15 +210,32 @@ def pth_us(python, env):
     return float(run(python, "-c", code, env=env))
 
 
+def instructions(python, env):
+    """Return the fewest instructions that ``python -c pass`` executes in ``CALLGRIND_RUNS`` runs.
+
+    Counted by valgrind's callgrind (about 3 s a run): the whole process,
+    interpreter start-up and shutdown included.
+    """
+    counts = []
+    for _ in range(CALLGRIND_RUNS):
+        stderr = run(
+            "valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null",
+            python, "-c", "pass", env=env, stream="stderr",
+        )
+        (line,) = [line for line in stderr.splitlines() if "Collected :" in line]
+        counts.append(int(line.split()[-1]))
+    return min(counts)
+
+
 def modules_at_startup(python, env):
     """Return the modules loaded when ``-c`` code starts (the code imports nothing)."""
     return set(run(python, "-c", PRINT_MODULES, env=env).split())
 
 
-def report(times, resample, import_us, pth_cost_us, added_enabled, added_unset):
-    """Print the results table, the goals and the module lists."""
+def report(times, resample, import_us, pth_cost_us, added_enabled, added_unset, counts):
+    """Print the results table, the goals, the module lists and the instruction counts."""
     print(
-        f"start-up (python -c pass): {ROUNDS} rounds of one run per variant, in ms;"
+        f"start-up (python -c pass): {len(times['without'])} rounds of one run per variant, in ms;"
         f" trimmed means drop {TRIM:.0%} at each end"
     )
     print(
@@ -248,9 +273,22 @@ def report(times, resample, import_us, pth_cost_us, added_enabled, added_unset):
         f"modules added with AUTODBG unset (vs venv without autodbg):"
         f" {' '.join(sorted(added_unset)) or 'none'}"
     )
+    if counts is None:
+        print("instructions: valgrind is not installed")
+        return
+    print(f"instructions (callgrind, least of {CALLGRIND_RUNS} runs each):")
+    for label, name, base in rows:
+        line = f"  {label:29} {counts[name] / 1e6:7.2f} M"
+        if base is not None:
+            diff = counts[name] - counts[base]
+            line += f"   {diff / 1e6:+.2f} M = {diff / counts[base]:+.1%} vs {base}"
+        print(line)
 
 
 def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=ROUNDS, help=f"timed rounds (default {ROUNDS})")
+    rounds = parser.parse_args().rounds
     seeded = random.Random(0)  # reproducible orders and confidence intervals
     with tempfile.TemporaryDirectory(prefix="autodbg-startup-") as scratch:
         scratch = Path(scratch)
@@ -265,9 +303,9 @@ def main():
             "unset": (with_python, clean_env()),
             "enabled": (with_python, clean_env(autodbg="1")),
         }
-        log(f"warming up ({WARMUP_ROUNDS} rounds), then timing ({ROUNDS} rounds)")
+        log(f"warming up ({WARMUP_ROUNDS} rounds), then timing ({rounds} rounds)")
         time_interleaved(variants, WARMUP_ROUNDS, seeded)
-        times = time_interleaved(variants, ROUNDS, seeded)
+        times = time_interleaved(variants, rounds, seeded)
 
         log(f"in-process costs ({IMPORTTIME_RUNS} runs each)")
         import_us = statistics.median(
@@ -277,6 +315,10 @@ def main():
             pth_us(with_python, clean_env()) for _ in range(IMPORTTIME_RUNS)
         )
         startup_modules = {name: modules_at_startup(*variants[name]) for name in variants}
+        counts = None
+        if shutil.which("valgrind"):
+            log(f"counting instructions ({CALLGRIND_RUNS} callgrind runs each)")
+            counts = {name: instructions(*variants[name]) for name in variants}
     report(
         times,
         seeded,
@@ -284,6 +326,7 @@ def main():
         pth_cost_us,
         added_enabled=startup_modules["enabled"] - startup_modules["unset"],
         added_unset=startup_modules["unset"] - startup_modules["without"],
+        counts=counts,
     )
 
 

@@ -3,17 +3,18 @@
 import subprocess
 
 import pytest
-
 from conftest import PYTHON
 
 HEAVY = {"torch", "IPython", "ipdb", "psutil", "asyncio", "socket", "threading", "json", "prompt_toolkit"}
 SHOW_MODULES = "import sys; print(' '.join(sorted(sys.modules)))"
 
 
-def modules(env):
-    out = subprocess.run([PYTHON, "-c", SHOW_MODULES], env=env, capture_output=True, text=True, timeout=60)
+def modules(env, then=""):
+    """Return the modules loaded when the program starts (before ``then``, more code) and its stderr."""
+    code = f"{SHOW_MODULES}; {then}" if then else SHOW_MODULES
+    out = subprocess.run([PYTHON, "-c", code], env=env, capture_output=True, text=True, timeout=60, check=False)
     assert out.returncode == 0, out.stderr
-    return set(out.stdout.split()), out.stderr
+    return set(out.stdout.splitlines()[0].split()), out.stderr
 
 
 @pytest.mark.parametrize("value", [None, "", "0", "false", "off", "no", "OFF"])
@@ -26,33 +27,53 @@ def test_off_imports_no_autodbg_module(env, value):
     assert stderr == ""
 
 
+# What AUTODBG=1 adds to the modules of a program that imports nothing (benchmarks/startup.py
+# measures what each costs): the package, three modules of its own, and one built-in.
+STARTUP = {"autodbg", "autodbg._bootstrap", "autodbg.config", "autodbg.hooks", "faulthandler"}
+
+
 @pytest.mark.parametrize("value", ["1", "true", "YES", " on "])
 def test_on_imports_only_light_modules(env, value):
+    env.pop("AUTODBG")
+    off, _ = modules(env)
     env["AUTODBG"] = value
     loaded, stderr = modules(env)
-    assert "autodbg._bootstrap" in loaded
+    assert loaded - off == STARTUP
     assert not {m.split(".")[0] for m in loaded} & HEAVY
     assert stderr == ""
 
 
+def test_startup_reads_four_settings_and_makes_no_class(env):
+    # What keeps start-up short besides its modules (autodbg.config's docstring says why).
+    code = "from autodbg import config; print(sorted(config._settings), config._config_class)"
+    out = subprocess.run([PYTHON, "-c", code], env=env, capture_output=True, text=True, timeout=60, check=False)
+    assert out.stdout.split("\n")[:1] == ["['break_signal', 'hang', 'mode', 'stack_signal'] None"], out.stderr
+
+
 @pytest.mark.parametrize(
-    "variable, value, allowed",
+    "variable, value, allowed, setting, at_startup",
     [
-        ("AUTODBG_MODE", "sockets", "auto, console, socket, off"),
-        ("AUTODBG_WAIT", "ten", "a number of seconds"),
-        ("AUTODBG_WAIT", "-3", "a number of seconds"),
-        ("AUTODBG_STACK_SIGNAL", "SIGNOPE", "a signal name"),
-        ("AUTODBG_DEBUGGER", "gdb", "ipdb or pdb"),
+        ("AUTODBG_MODE", "sockets", "auto, console, socket, off", "mode", True),
+        ("AUTODBG_STACK_SIGNAL", "SIGNOPE", "a signal name", "stack_signal", True),
+        ("AUTODBG_BREAK_SIGNAL", "KILL", "a signal name", "break_signal", True),
+        ("AUTODBG_HANG", "soon", "a number of seconds > 0", "hang", True),
+        ("AUTODBG_WAIT", "ten", "a number of seconds", "wait", False),
+        ("AUTODBG_WAIT", "-3", "a number of seconds", "wait", False),
+        ("AUTODBG_DEBUGGER", "gdb", "ipdb or pdb", "debugger", False),
     ],
 )
-def test_bad_value_is_one_warning_line(env, variable, value, allowed):
+def test_bad_value_is_one_warning_line(env, variable, value, allowed, setting, at_startup):
+    """One line at the setting's first use: at start-up for the four that start-up uses."""
     env[variable] = value
     loaded, stderr = modules(env)
+    assert "autodbg.hooks" in loaded  # autodbg still runs, with the default
+    assert len(stderr.splitlines()) == at_startup, stderr
+    use = f"from autodbg import config; config.current().{setting}; print(config.current())"
+    loaded, stderr = modules(env, use)
     lines = stderr.splitlines()
-    assert len(lines) == 1, stderr
+    assert len(lines) == 1, stderr  # the value is read once, however often it is used
     assert lines[0].startswith(f"autodbg: {variable}={value!r} is not valid")
     assert allowed in lines[0] and "using the default" in lines[0]
-    assert "autodbg.hooks" in loaded  # autodbg still runs, with the default
 
 
 def test_bad_values_fall_back_to_defaults():
