@@ -2,7 +2,8 @@
 the break signal, post-import hooks and the stack-dump signal.
 
 This module runs at start-up, so it imports only ``sys``, ``os``,
-``faulthandler`` (a built-in) and :mod:`autodbg.importhook`. Everything that
+``faulthandler`` (a built-in) and the post-import hook of
+:mod:`autodbg._bootstrap`. Everything that
 does real work (``session``, ``threading``, sockets, the debugger, torch) is
 imported when an exception, a ``breakpoint()``, a signal or an import of the
 program calls for it. Each hook is a door of :mod:`autodbg.guard`: what it
