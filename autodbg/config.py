@@ -193,7 +193,16 @@ def _read(name, environ, warn):
     if name == "stack_signal":
         return _signal_number(environ, "AUTODBG_STACK_SIGNAL", "SIGUSR1", warn)
     if name == "break_signal":
-        return _signal_number(environ, "AUTODBG_BREAK_SIGNAL", "SIGUSR2", warn)
+        number = _signal_number(environ, "AUTODBG_BREAK_SIGNAL", "SIGUSR2", warn)
+        if number is not None and number == _signal_number(environ, "AUTODBG_STACK_SIGNAL", "SIGUSR1", _quiet):
+            # One signal cannot both dump stacks and open a session: the dump,
+            # which never stops the program, keeps it.
+            warn(
+                f"AUTODBG_BREAK_SIGNAL is signal {number}, the stack signal too (AUTODBG_STACK_SIGNAL); "
+                "the break signal is off: set AUTODBG_BREAK_SIGNAL to another signal for live attach"
+            )
+            return None
+        return number
     if name == "hang":
         raw = environ.get("AUTODBG_HANG", "").strip()
         if raw.lower() in FALSE:
@@ -263,6 +272,10 @@ def _signal_number(environ, variable, default, warn):
         warn(_bad(variable, raw, "a signal name (USR1, SIGUSR2) or number, or off", default))
         return getattr(_signal, default)
     return number
+
+
+def _quiet(line):
+    """A ``warn`` that says nothing: for a second reading of a setting already warned about."""
 
 
 def _say(line):

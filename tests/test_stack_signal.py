@@ -33,4 +33,5 @@ def test_stack_signal_can_be_changed(env, start, tmp_path):
     proc.wait_for("in wait_here", timeout=10)
     with open(fifo, "w") as sink:
         sink.write("ok")
-    assert proc.wait(30) == 0
+    assert proc.wait(30) == 0  # the dump only: no live-attach session on the same signal
+    assert "the break signal is off" in proc.output and "waiting up to" not in proc.output
