@@ -9,7 +9,7 @@ This module is imported on the start-up path, so it holds no imports of its own.
 """
 
 __version__ = "0.1.0"
-__all__ = ["install", "set_trace", "post_mortem"]
+__all__ = ["install", "post_mortem", "set_trace"]
 
 
 def install():

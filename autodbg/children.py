@@ -124,7 +124,9 @@ def _run(process, run, process_module):
     except BaseException as exc:
         caller = sys._getframe(1)  # _bootstrap, where print_exc would have started
         # If autodbg fails before printing, _bootstrap gets the child's exception and prints it.
-        if guard.call("multiprocessing's child", _report, process, exc, caller, otherwise=lambda: False):
+        if guard.call(
+            "multiprocessing's child", _report, process, exc, caller, otherwise=lambda: False
+        ):
             raise SystemExit(1) from None
         raise
 
@@ -148,7 +150,9 @@ def _name_child(process, process_module):
 
 def _name(process, process_module):
     parent = process_module.parent_process()
-    identity.current = identity.current.child(_role(process), None if parent is None else parent.pid)
+    identity.current = identity.current.child(
+        _role(process), None if parent is None else parent.pid
+    )
 
 
 def _role(process):

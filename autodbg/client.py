@@ -104,7 +104,7 @@ def _read_ready(sock, timeout):
             if not chunk:
                 break
             data += chunk
-    except socket.timeout:
+    except TimeoutError:
         raise AttachError(f"the session did not answer within {timeout:g} s") from None
     finally:
         sock.settimeout(None)

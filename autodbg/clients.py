@@ -46,7 +46,9 @@ class Clients:
         self._what = what
         self._where = where
         has_terminal = console_backend.has_terminal()
-        self._may_take_console = cfg.mode in ("auto", "console") and has_terminal and not socket_only
+        self._may_take_console = (
+            cfg.mode in ("auto", "console") and has_terminal and not socket_only
+        )
         if cfg.mode == "console" and not has_terminal:
             say("AUTODBG_MODE=console, but stdin/stdout is not a terminal; using a socket session")
         self.server = None
@@ -76,12 +78,16 @@ class Clients:
 
             tcp_host, token = self._cfg.listen, secrets.token_hex(16)
         try:
-            self.server = socket_backend.Server(os.path.join(self._folder, f"{os.getpid()}.sock"), tcp_host, token)
+            self.server = socket_backend.Server(
+                os.path.join(self._folder, f"{os.getpid()}.sock"), tcp_host, token
+            )
         except OSError as error:
             say(f"cannot open the session's socket: {error.strerror or error}; no debugger session")
             return None
         self._publication.publish("waiting", self.server)
-        if self._cfg.launcher is None or self._cfg.launcher != os.getppid():  # else torchrun announces it
+        if (
+            self._cfg.launcher is None or self._cfg.launcher != os.getppid()
+        ):  # else torchrun announces it
             say(
                 f"{self._what} at {self._where}: waiting up to {self._cfg.wait:g} s for a debugger: "
                 f"autodbg attach {self.target()}  (or: nc -U {self.server.path}){self._why_not_console()}"
@@ -179,8 +185,12 @@ class Clients:
                     return channel
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
-                    kept = f" (crash record: autodbg show {os.getpid()})" if self.crash_record else ""
-                    say(f"no debugger attached within {self._cfg.wait:g} s (AUTODBG_WAIT); going on without one{kept}")
+                    kept = (
+                        f" (crash record: autodbg show {os.getpid()})" if self.crash_record else ""
+                    )
+                    say(
+                        f"no debugger attached within {self._cfg.wait:g} s (AUTODBG_WAIT); going on without one{kept}"
+                    )
                     return None
                 timeout = min(remaining, CONSOLE_POLL) if self._may_take_console else remaining
                 conn = self.server.accept(timeout, self._wake_r)
@@ -194,7 +204,9 @@ class Clients:
         stop = threading.Event()
         busy = f"busy: another client is attached to this session (pid {os.getpid()})"
         turn_away = guard.protect("the session's busy-client thread")(self.server.turn_away)
-        thread = threading.Thread(target=turn_away, args=(stop, busy), name="autodbg-busy", daemon=True)
+        thread = threading.Thread(
+            target=turn_away, args=(stop, busy), name="autodbg-busy", daemon=True
+        )
         thread.start()
         self._refusing = (stop, thread)
         return self._link.channel

@@ -66,8 +66,17 @@ def enabled(environ=os.environ):
 
 
 FIELDS = (
-    "mode", "wait", "dir", "stack_signal", "break_signal", "debugger",
-    "pg_timeout", "collateral", "launcher", "listen", "hang",
+    "mode",
+    "wait",
+    "dir",
+    "stack_signal",
+    "break_signal",
+    "debugger",
+    "pg_timeout",
+    "collateral",
+    "launcher",
+    "listen",
+    "hang",
 )
 _settings: dict = {}  # this process's settings read so far (from os.environ): field -> value
 _config_class = None
@@ -194,7 +203,9 @@ def _read(name, environ, warn):
         return _signal_number(environ, "AUTODBG_STACK_SIGNAL", "SIGUSR1", warn)
     if name == "break_signal":
         number = _signal_number(environ, "AUTODBG_BREAK_SIGNAL", "SIGUSR2", warn)
-        if number is not None and number == _signal_number(environ, "AUTODBG_STACK_SIGNAL", "SIGUSR1", _quiet):
+        if number is not None and number == _signal_number(
+            environ, "AUTODBG_STACK_SIGNAL", "SIGUSR1", _quiet
+        ):
             # One signal cannot both dump stacks and open a session: the dump,
             # which never stops the program, keeps it.
             warn(
@@ -268,7 +279,11 @@ def _signal_number(environ, variable, default, warn):
         number = int(number)
     except (TypeError, ValueError):
         number = None
-    if number is None or number in (_signal.SIGKILL, _signal.SIGSTOP) or not 0 < number < _signal.NSIG:
+    if (
+        number is None
+        or number in (_signal.SIGKILL, _signal.SIGSTOP)
+        or not 0 < number < _signal.NSIG
+    ):
         warn(_bad(variable, raw, "a signal name (USR1, SIGUSR2) or number, or off", default))
         return getattr(_signal, default)
     return number
@@ -286,4 +301,3 @@ def _say(line):
 
 def _bad(variable, value, allowed, default):
     return f"{variable}={value!r} is not valid (expected {allowed}); using the default, {default}"
-

@@ -105,11 +105,24 @@ def _prompt_options(channel):
     from prompt_toolkit.output.vt100 import Vt100_Output
 
     term = channel.term or os.environ.get("TERM")
-    return {"input": create_input(channel.stdin), "output": Vt100_Output.from_pty(channel.stdout, term=term)}
+    return {
+        "input": create_input(channel.stdin),
+        "output": Vt100_Output.from_pty(channel.stdout, term=term),
+    }
 
 
 # Modules of the debugger's own machinery: a nested prompt's stack ends below them.
-_MACHINERY = ("autodbg", "bdb", "pdb", "cmd", "IPython", "ipdb", "prompt_toolkit", "asyncio", "concurrent")
+_MACHINERY = (
+    "autodbg",
+    "bdb",
+    "pdb",
+    "cmd",
+    "IPython",
+    "ipdb",
+    "prompt_toolkit",
+    "asyncio",
+    "concurrent",
+)
 
 
 class _AutodbgMixin:
@@ -184,7 +197,11 @@ class _AutodbgMixin:
                 return self._prompt()
             except EOFError:
                 return "EOF"
-        if channel.kind == "console" and channel.stdin is sys.stdin and channel.stdout is sys.stdout:
+        if (
+            channel.kind == "console"
+            and channel.stdin is sys.stdin
+            and channel.stdout is sys.stdout
+        ):
             try:
                 return input(self.prompt)
             except EOFError:
@@ -198,7 +215,9 @@ class _AutodbgMixin:
         """EOF (Ctrl-D): on the console, quit; on a socket, detach and let another client attach."""
         if self._autodbg_channel.kind == "console":
             return super().do_EOF(arg)
-        channel = None if self.autodbg_session.channel is None else self.autodbg_session.next_channel()
+        channel = (
+            None if self.autodbg_session.channel is None else self.autodbg_session.next_channel()
+        )
         if channel is None:
             if not self.autodbg_post_mortem:
                 self.set_continue()
@@ -214,7 +233,11 @@ class _AutodbgMixin:
             super().interaction(frame, tb)
         # After a breakpoint(), the session lasts while the debugger may stop again.
         ended = self.quitting or (self.stoplineno == -1 and not self.breaks)
-        if not self.autodbg_post_mortem and not self.autodbg_nested_in and (ended or self._autodbg_interrupted):
+        if (
+            not self.autodbg_post_mortem
+            and not self.autodbg_nested_in
+            and (ended or self._autodbg_interrupted)
+        ):
             self.autodbg_session.close()
         if self._autodbg_interrupted and not self.autodbg_post_mortem:
             self._autodbg_interrupted = False
@@ -235,7 +258,13 @@ class _AutodbgMixin:
         Args:
             frame (types.FrameType): the frame that called ``breakpoint()``.
         """
-        nested = create(self.autodbg_session, self._autodbg_channel, self.autodbg_kind, post_mortem=False, nested=True)
+        nested = create(
+            self.autodbg_session,
+            self._autodbg_channel,
+            self.autodbg_kind,
+            post_mortem=False,
+            nested=True,
+        )
         nested.prompt = f"({self.prompt.strip()}) "
         bottom = frame
         while bottom.f_back is not None and not _is_machinery(bottom.f_back):

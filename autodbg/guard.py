@@ -28,7 +28,9 @@ import functools
 
 from autodbg.messages import internal_error
 
-_inside = {}  # thread ident -> what autodbg does there now ("a debugger prompt", ...)
+_inside: dict[
+    int, str
+] = {}  # thread ident -> what autodbg does there now ("a debugger prompt", ...)
 
 
 def call(where, function, *args, otherwise=None, **kwargs):

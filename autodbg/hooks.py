@@ -58,8 +58,13 @@ def install():
         sys.breakpointhook = breakpointhook
     after_import("threading", _patch_threading)
     after_import("torch.distributed", _later("torch_hooks", "patch"))
-    after_import("torch.distributed.elastic.multiprocessing.api", _later("launcher", "patch_processes"))
-    after_import("torch.distributed.elastic.agent.server.local_elastic_agent", _later("launcher", "patch_agent"))
+    after_import(
+        "torch.distributed.elastic.multiprocessing.api", _later("launcher", "patch_processes")
+    )
+    after_import(
+        "torch.distributed.elastic.agent.server.local_elastic_agent",
+        _later("launcher", "patch_agent"),
+    )
     # Child processes report their exceptions themselves: sessions there (autodbg.children).
     after_import("multiprocessing.process", _later("children", "patch"))
     after_import("torch.multiprocessing.spawn", _later("children", "patch"))
@@ -180,7 +185,9 @@ def _break_in(frame):
     if busy:
         session.tell(f"break signal ignored: this process is {busy} already")
         return
-    session.set_trace(frame, intro="autodbg: live attach; `c` resumes the program", socket_only=True)
+    session.set_trace(
+        frame, intro="autodbg: live attach; `c` resumes the program", socket_only=True
+    )
 
 
 def _patch_threading(threading):

@@ -50,7 +50,14 @@ class Identity:
     """
 
     __slots__ = (
-        "rank", "local_rank", "world_size", "job", "host", "role", "parent_pid", "parent_rank"
+        "host",
+        "job",
+        "local_rank",
+        "parent_pid",
+        "parent_rank",
+        "rank",
+        "role",
+        "world_size",
     )
 
     def __init__(

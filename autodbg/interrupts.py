@@ -35,7 +35,9 @@ def interrupt(thread_ident):
     else:
         import ctypes
 
-        ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread_ident), ctypes.py_object(KeyboardInterrupt))
+        ctypes.pythonapi.PyThreadState_SetAsyncExc(
+            ctypes.c_ulong(thread_ident), ctypes.py_object(KeyboardInterrupt)
+        )
 
 
 class EndOnSignal:

@@ -93,12 +93,16 @@ def patch_processes(api):
         or close is None
         or list(inspect.signature(close).parameters) != ["self", "death_sig", "timeout"]
     ):
-        say("this torch's elastic launcher is not the one autodbg knows; workers in a session are not protected")
+        say(
+            "this torch's elastic launcher is not the one autodbg knows; workers in a session are not protected"
+        )
         return
 
     @functools.wraps(handler)
     def terminate_process_handler(*args, **kwargs):
-        if guard.call("torchrun's signal handler", _forward_ctrl_c, *args, otherwise=lambda: False, **kwargs):
+        if guard.call(
+            "torchrun's signal handler", _forward_ctrl_c, *args, otherwise=lambda: False, **kwargs
+        ):
             return None
         try:
             return handler(*args, **kwargs)
@@ -108,7 +112,9 @@ def patch_processes(api):
 
     @functools.wraps(close)
     def close_processes(self, *args, **kwargs):
-        error = guard.call("torchrun's closing of its workers", _before_close, signal_exception, *args, **kwargs)
+        error = guard.call(
+            "torchrun's closing of its workers", _before_close, signal_exception, *args, **kwargs
+        )
         if error is not None:
             raise error  # torchrun got a signal while autodbg held the close, as if in torch's own wait
         return close(self, *args, **kwargs)
@@ -127,7 +133,9 @@ def patch_agent(module):
     agent = getattr(module, "LocalElasticAgent", None)
     start = getattr(agent, "_start_workers", None)
     if start is None:
-        say("this torch's LocalElasticAgent has no _start_workers; sessions are not announced by torchrun")
+        say(
+            "this torch's LocalElasticAgent has no _start_workers; sessions are not announced by torchrun"
+        )
         return
 
     @functools.wraps(start)
@@ -195,7 +203,9 @@ def _before_close(signal_exception, death_sig=None, timeout=30):
         if open_sessions:
             names = ", ".join(_who(r) for r in open_sessions)
             ends = "session ends" if len(open_sessions) == 1 else "sessions end"
-            say(f"torchrun got {signal.Signals(_Signalled.error.sigval).name}: ending the job; {names}'s debugger {ends}")
+            say(
+                f"torchrun got {signal.Signals(_Signalled.error.sigval).name}: ending the job; {names}'s debugger {ends}"
+            )
     return None
 
 
@@ -245,7 +255,9 @@ def _hold_while_sessions_open():
             return
         held.update(r["pid"] for r in open_sessions)
         if any(r["state"] == "attached" for r in open_sessions):
-            deadline = time.monotonic() + wait  # somebody is debugging: the clock starts when they leave
+            deadline = (
+                time.monotonic() + wait
+            )  # somebody is debugging: the clock starts when they leave
         names = ", ".join(_who(r) for r in open_sessions)
         if not said:
             say(
@@ -254,7 +266,9 @@ def _hold_while_sessions_open():
             )
             said = True
         if time.monotonic() > deadline:
-            say(f"no client on {names}'s session within {wait:g} s (AUTODBG_WAIT); stopping the job")
+            say(
+                f"no client on {names}'s session within {wait:g} s (AUTODBG_WAIT); stopping the job"
+            )
             return
         time.sleep(POLL)
 

@@ -79,5 +79,7 @@ class Publication:
                 self._store = store.Publication(store.connect(identity.store_address()))
             self._store.write(record)
         except Exception as error:  # the job's store is the job's: never fail the session for it
-            say(f"cannot publish the session in the job's store ({error}); other nodes will not see it")
+            say(
+                f"cannot publish the session in the job's store ({error}); other nodes will not see it"
+            )
             self._store = False

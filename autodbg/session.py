@@ -54,12 +54,16 @@ def post_mortem(exc, tb, thread=None):
                 return
             from autodbg import crashes
 
-            session.clients.crash_record = crashes.record(session, exc, tb)  # before any wait: it outlives the process
+            session.clients.crash_record = crashes.record(
+                session, exc, tb
+            )  # before any wait: it outlives the process
             channel = session.channel = session.clients.first()
         if channel is not None:
             from autodbg import debugger
 
-            session.debugger = debugger.create(session, channel, session.config.debugger, post_mortem=True)
+            session.debugger = debugger.create(
+                session, channel, session.config.debugger, post_mortem=True
+            )
             session.debugger.reset()
             session.debugger.interaction(None, tb)
     finally:
@@ -90,13 +94,17 @@ def set_trace(frame, intro=None, socket_only=False):
     session = Session(None, _where(frame, frame.f_lineno), None)
     try:
         with guard.inside("opening a debugger session"):
-            channel = session.channel = session.clients.first() if session.open(socket_only) else None
+            channel = session.channel = (
+                session.clients.first() if session.open(socket_only) else None
+            )
         if channel is None:
             session.close()
             return
         from autodbg import debugger
 
-        session.debugger = debugger.create(session, channel, session.config.debugger, post_mortem=False)
+        session.debugger = debugger.create(
+            session, channel, session.config.debugger, post_mortem=False
+        )
         if intro:
             session.debugger.message(intro)
         session.debugger.set_trace(frame)
@@ -146,7 +154,9 @@ def end_for_exit(why):
 def break_cancelled():
     """Tell (once) whether the CLI cancelled the break-in request this signal answers."""
     try:
-        os.unlink(registry.break_cancel_path(registry.runtime_dir(config.current().dir), os.getpid()))
+        os.unlink(
+            registry.break_cancel_path(registry.runtime_dir(config.current().dir), os.getpid())
+        )
         return True
     except (OSError, registry.RuntimeDirError):
         return False
@@ -238,7 +248,9 @@ class Session:
             "thread": self.thread_name,
         }
         self._publication = Publication(os.path.join(folder, f"{os.getpid()}.json"), fields)
-        self._publication.publish("opening")  # from now on the CLI sends this process no break signal
+        self._publication.publish(
+            "opening"
+        )  # from now on the CLI sends this process no break signal
         from autodbg import ptrace
 
         ptrace.allow()  # py-spy, gdb -p under Yama scope 1; ctypes is cheap next to a session

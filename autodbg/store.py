@@ -45,7 +45,9 @@ def connect(address):
     try:
         socket.create_connection((host, int(port)), timeout=CONNECT_TIMEOUT).close()
     except OSError as error:
-        raise StoreError(f"cannot reach the store at {address}: {error.strerror or error}") from None
+        raise StoreError(
+            f"cannot reach the store at {address}: {error.strerror or error}"
+        ) from None
     import torch.distributed as dist
 
     try:

@@ -38,7 +38,9 @@ _COMMUNICATION = ("gloo", "nccl", "NCCL", "c10d", "Timed out", "timed out", "Con
 _DIST_ERRORS = ("DistError", "DistBackendError", "DistNetworkError", "DistStoreError")
 _ELASTIC = "torch.distributed.elastic"
 _DATALOADER_RERAISE = " in DataLoader worker process "  # torch._utils.ExceptionWrapper.reraise
-_COLLATERAL = " (collateral, not this {}'s bug); no debugger session (AUTODBG_COLLATERAL=debug opens one)"
+_COLLATERAL = (
+    " (collateral, not this {}'s bug); no debugger session (AUTODBG_COLLATERAL=debug opens one)"
+)
 
 
 def decide(exc, thread_name=None):
@@ -58,7 +60,10 @@ def decide(exc, thread_name=None):
     kind = type(exc)
     if kind.__name__ == "BdbQuit" and kind.__module__ == "bdb":
         return False, None  # the user quit pdb at a breakpoint: Python just prints it
-    if kind.__module__.startswith(_ELASTIC) and kind.__name__ in ("SignalException", "ChildFailedError"):
+    if kind.__module__.startswith(_ELASTIC) and kind.__name__ in (
+        "SignalException",
+        "ChildFailedError",
+    ):
         return False, None
     if thread_name is not None and thread_name.startswith("autodbg-"):
         return False, None
@@ -72,16 +77,24 @@ def decide(exc, thread_name=None):
 
 def _failed_child(exc):
     kind = type(exc)
-    if any(c.__name__ == "ProcessException" and c.__module__ == "torch.multiprocessing.spawn" for c in kind.__mro__):
+    if any(
+        c.__name__ == "ProcessException" and c.__module__ == "torch.multiprocessing.spawn"
+        for c in kind.__mro__
+    ):
         index, pid = getattr(exc, "error_index", "?"), getattr(exc, "error_pid", "?")
-        return f"{kind.__name__} because spawn process {index} (pid {pid}) failed" + _COLLATERAL.format("process")
+        return (
+            f"{kind.__name__} because spawn process {index} (pid {pid}) failed"
+            + _COLLATERAL.format("process")
+        )
     try:
         first = str(exc).partition("\n")[0]
     except Exception:
         return None
     if first.startswith("Caught ") and _DATALOADER_RERAISE in first:
         worker = first.rpartition(" ")[2].rstrip(".")
-        return f"{kind.__name__} re-raised from DataLoader worker {worker}" + _COLLATERAL.format("process")
+        return f"{kind.__name__} re-raised from DataLoader worker {worker}" + _COLLATERAL.format(
+            "process"
+        )
     return None
 
 
@@ -96,7 +109,11 @@ def _communication(exc):
         peers = _peers_in_session()
         if not peers:
             return None
-        why = f"rank {peers[0]} is in a debugger session" if len(peers) == 1 else f"ranks {peers} are in debugger sessions"
+        why = (
+            f"rank {peers[0]} is in a debugger session"
+            if len(peers) == 1
+            else f"ranks {peers} are in debugger sessions"
+        )
     else:
         return None
     return f"{kind.__name__} because {why}" + _COLLATERAL.format("rank")

@@ -133,7 +133,7 @@ def _accounting(task):
         switches = sum(int(line.split()[1]) for line in status if b"_ctxt_switches:" in line)
     with open(task + "stat", "rb") as stat:
         text = stat.read()
-    fields = text[text.rindex(b")") + 2:].split()  # after "pid (comm) ": state is field 3
+    fields = text[text.rindex(b")") + 2 :].split()  # after "pid (comm) ": state is field 3
     return switches, int(fields[11]) + int(fields[12])  # fields 14 and 15: utime, stime
 
 

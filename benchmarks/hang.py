@@ -60,8 +60,9 @@ BLOCKED = "import time; time.sleep(3)"
 
 def run(env):
     """Run the loop in a child and return its seconds."""
-    done = subprocess.run([sys.executable, "-c", LOOP], env=env, capture_output=True, text=True,
-                          check=True)
+    done = subprocess.run(
+        [sys.executable, "-c", LOOP], env=env, capture_output=True, text=True, check=True
+    )
     return float(done.stdout)
 
 
@@ -78,11 +79,15 @@ def main():
     for name, values in times.items():
         median = statistics.median(values)
         spread = statistics.quantiles(values, n=4)
-        print(f"  {name:32s} {median * 1000:8.1f} ms  (IQR {spread[0] * 1000:.1f} .. {spread[2] * 1000:.1f})  ratio {median / base:.3f}")
+        print(
+            f"  {name:32s} {median * 1000:8.1f} ms  (IQR {spread[0] * 1000:.1f} .. {spread[2] * 1000:.1f})  ratio {median / base:.3f}"
+        )
     print("goal: no measurable overhead with AUTODBG_HANG unset (ratio 1.00 within the IQR)")
     print(f"one sample of the watchdog: median {sample_cost() * 1e6:.1f} us, once per interval")
-    for name, program, goal in (("healthy loop, 50 ms sleep per step, 5 s", HEALTHY, 0),
-                                ("main thread blocked in one 3 s sleep", BLOCKED, 1)):
+    for name, program, goal in (
+        ("healthy loop, 50 ms sleep per step, 5 s", HEALTHY, 0),
+        ("main thread blocked in one 3 s sleep", BLOCKED, 1),
+    ):
         print(f"reports with AUTODBG_HANG=1, {name:42s} {reports(program)}  (goal {goal})")
 
 
@@ -103,8 +108,9 @@ def sample_cost():
 def reports(program):
     """Run ``program`` with ``AUTODBG_HANG=1`` and count the watchdog's reports on its stderr."""
     env = dict(clean_env("1"), AUTODBG_HANG="1")
-    done = subprocess.run([sys.executable, "-c", program], env=env, capture_output=True, text=True,
-                          check=True)
+    done = subprocess.run(
+        [sys.executable, "-c", program], env=env, capture_output=True, text=True, check=True
+    )
     return done.stderr.count("no progress for")
 
 

@@ -219,8 +219,14 @@ def instructions(python, env):
     counts = []
     for _ in range(CALLGRIND_RUNS):
         stderr = run(
-            "valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null",
-            python, "-c", "pass", env=env, stream="stderr",
+            "valgrind",
+            "--tool=callgrind",
+            "--callgrind-out-file=/dev/null",
+            python,
+            "-c",
+            "pass",
+            env=env,
+            stream="stderr",
         )
         (line,) = [line for line in stderr.splitlines() if "Collected :" in line]
         counts.append(int(line.split()[-1]))
@@ -287,7 +293,9 @@ def report(times, resample, import_us, pth_cost_us, added_enabled, added_unset, 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rounds", type=int, default=ROUNDS, help=f"timed rounds (default {ROUNDS})")
+    parser.add_argument(
+        "--rounds", type=int, default=ROUNDS, help=f"timed rounds (default {ROUNDS})"
+    )
     rounds = parser.parse_args().rounds
     seeded = random.Random(0)  # reproducible orders and confidence intervals
     with tempfile.TemporaryDirectory(prefix="autodbg-startup-") as scratch:

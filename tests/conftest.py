@@ -7,9 +7,9 @@ import tempfile
 import pexpect
 import psutil
 import pytest
+from harness import BIN, Proc
 
 from autodbg.messages import FAILURES
-from harness import BIN, Proc
 
 PYTHON = sys.executable
 
@@ -28,7 +28,9 @@ def env(runtime_dir):
     base = {
         k: v
         for k, v in os.environ.items()
-        if not k.startswith(("AUTODBG", "PYTEST_", "RANK", "LOCAL_RANK", "WORLD_SIZE", "TORCHELASTIC"))
+        if not k.startswith(
+            ("AUTODBG", "PYTEST_", "RANK", "LOCAL_RANK", "WORLD_SIZE", "TORCHELASTIC")
+        )
     }
     base.update(
         AUTODBG="1",

@@ -7,8 +7,8 @@ whole process group.
 """
 
 import json
-import re
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -93,7 +93,9 @@ class Proc:
         try:
             status = self.popen.wait(timeout)
         except subprocess.TimeoutExpired:
-            raise AssertionError(f"{self.argv} still running after {timeout} s:\n{self.output}") from None
+            raise AssertionError(
+                f"{self.argv} still running after {timeout} s:\n{self.output}"
+            ) from None
         self._reader.join(10)
         return status
 
@@ -153,7 +155,12 @@ def wait_for_record(runtime_dir, timeout=60, **fields):
 
 def files_under(root, keep):
     """Return the paths of the files below ``root`` whose name ``keep(name)`` accepts."""
-    return [os.path.join(folder, name) for folder, _, names in os.walk(root) for name in names if keep(name)]
+    return [
+        os.path.join(folder, name)
+        for folder, _, names in os.walk(root)
+        for name in names
+        if keep(name)
+    ]
 
 
 def plain(text):

@@ -127,7 +127,10 @@ def test_dataloader_worker(env, runtime_dir, start, spawn):
     )
     rows = listing.stdout.splitlines()
     assert "ROLE" in rows[0]
-    assert any("DataLoader worker 1" in row and str(record["pid"]) in row and " 1/2 " in row for row in rows)
+    assert any(
+        "DataLoader worker 1" in row and str(record["pid"]) in row and " 1/2 " in row
+        for row in rows
+    )
 
     nc = spawn(f"nc -U {record['socket']}", env)
     nc.expect("ipdb> ")
@@ -167,7 +170,7 @@ def test_child_wrappers_give_way_when_autodbg_fails(monkeypatch, capfd):
     def _wrap(fn, i, args, error_file):  # ends a failed child as torch.multiprocessing.spawn's does
         try:
             fn(i, *args)
-        except Exception:  # noqa: BLE001 (as torch's _wrap)
+        except Exception:
             sys.exit(1)
 
     spawn = types.SimpleNamespace(_wrap=_wrap)

@@ -2,7 +2,6 @@
 
 import pexpect
 import pytest
-
 from conftest import PYTHON
 from harness import plain, target
 
@@ -42,7 +41,9 @@ def test_breakpoint_stops_and_continues(env, spawn):
 
 def test_terminal_modes_restored(env, spawn, tmp_path):
     script = tmp_path / "run.sh"
-    script.write_text(f"stty -a > {tmp_path}/before\n{PYTHON} {target('crash.py')}\nstty -a > {tmp_path}/after\n")
+    script.write_text(
+        f"stty -a > {tmp_path}/before\n{PYTHON} {target('crash.py')}\nstty -a > {tmp_path}/after\n"
+    )
     child = spawn(f"bash {script}", env)
     child.expect("ipdb>")
     child.sendline("q")

@@ -376,10 +376,15 @@ ROWS = [
     Row("BdbQuit", program(ends("bdbquit")), status=1, tracebacks=1),
     Row("PYTHONBREAKPOINT=0", program(ends("breakpoint")), 0, 0, env={"PYTHONBREAKPOINT": "0"}),
     Row("AUTODBG_MODE=off", program(CRASH), 1, 1, env={"AUTODBG_MODE": "off"}),
-    Row("AUTODBG_MODE=socket", program(CRASH, quits), 1, 1, env={"AUTODBG_MODE": "socket"},
-        **OPEN),
-    Row("AUTODBG_MODE=console, no terminal", program(CRASH), 1, 1, env={"AUTODBG_MODE": "console"},
-        **SESSION),
+    Row("AUTODBG_MODE=socket", program(CRASH, quits), 1, 1, env={"AUTODBG_MODE": "socket"}, **OPEN),
+    Row(
+        "AUTODBG_MODE=console, no terminal",
+        program(CRASH),
+        1,
+        1,
+        env={"AUTODBG_MODE": "console"},
+        **SESSION,
+    ),
     Row("AUTODBG_WAIT expiring", program(CRASH), 1, 1, **SESSION),
     Row("client vanishes mid-command", program(CRASH, vanishes), 1, 1, records=1, wait=WAIT),
     Row("Ctrl-C at the prompt", ctrl_c_at_the_prompt, 1, 1, **OPEN),
@@ -389,15 +394,28 @@ ROWS = [
         for name, signum, ranks in SIGNALS
     ),
     *(
-        Row(f"{name} to torchrun, session waiting", signalled("thread", signum), 1, 2 + ranks,
-            **OPEN, **TORCH)
+        Row(
+            f"{name} to torchrun, session waiting",
+            signalled("thread", signum),
+            1,
+            2 + ranks,
+            **OPEN,
+            **TORCH,
+        )
         for name, signum, ranks in SIGNALS
     ),
     Row("timeout -s TERM 20 torchrun (hung job)", timed_out, status=124, tracebacks=1, **TORCH),
-    Row("SIGTERM to torchrun, main thread in session", rank_crashed(signal.SIGTERM, "torchrun"),
-        1, 2, **OPEN, **TORCH),
-    Row("SIGKILL of a rank in session", rank_crashed(signal.SIGKILL, "rank"), 1, 2,
-        **OPEN, **TORCH),
+    Row(
+        "SIGTERM to torchrun, main thread in session",
+        rank_crashed(signal.SIGTERM, "torchrun"),
+        1,
+        2,
+        **OPEN,
+        **TORCH,
+    ),
+    Row(
+        "SIGKILL of a rank in session", rank_crashed(signal.SIGKILL, "rank"), 1, 2, **OPEN, **TORCH
+    ),
 ]
 
 
@@ -405,7 +423,12 @@ ROWS = [
 
 RESULTS = []
 COLUMNS = (
-    "row", "without: status, time", "with: status, time", "tracebacks", "records", "leftover",
+    "row",
+    "without: status, time",
+    "with: status, time",
+    "tracebacks",
+    "records",
+    "leftover",
     "verdict",
 )
 
@@ -492,7 +515,7 @@ def run_row(row, env, runtime_dir, start, spawn):
     def run(side):
         try:
             row.drive(side)
-        except Exception:  # noqa: BLE001 (reported in the row, beside the other side)
+        except Exception:
             side.error = traceback.format_exc()
         finally:
             side.done.set()

@@ -30,7 +30,9 @@ def test_plain_process_dumps_once(env, runtime_dir, start, tmp_path):
     proc.wait_for("in wait_here")
     dumps = wait_until(
         lambda: files_under(runtime_dir, lambda name: name.startswith("hang-")),
-        10, "the hang dump file")
+        10,
+        "the hang dump file",
+    )
     assert "wait_here" in text_of(dumps[0])
     with open(fifo, "w") as sink:
         sink.write("ok")
@@ -81,7 +83,9 @@ def test_internal_error_is_one_line(env, where):
 
 
 def test_unset_starts_nothing(env, start, tmp_path):
-    proc = start([PYTHON, "-c", "import sys, time; time.sleep(1.5); print(sorted(sys.modules))"], env)
+    proc = start(
+        [PYTHON, "-c", "import sys, time; time.sleep(1.5); print(sorted(sys.modules))"], env
+    )
     assert proc.wait(30) == 0
     assert "autodbg.watchdog" not in proc.output and "no progress" not in proc.output
 
@@ -101,8 +105,11 @@ def test_rank_blocked_in_collective_is_reported(env, runtime_dir, start):
     assert "distributed_c10d.py" in rank0 and " in all_reduce;" in rank0, rank0
     assert "ddp_hang.py" in rank1 and " in slow_step;" in rank1, rank1
     own = f"hang-{job.output.split('rank 0 pid ')[1].split()[0]}.txt"  # sync is under all_reduce
-    wait_until(lambda: [p for p in files_under(runtime_dir, own.__eq__) if written(p, "in sync")],
-               30, "rank 0's own dump, through sync")
+    wait_until(
+        lambda: [p for p in files_under(runtime_dir, own.__eq__) if written(p, "in sync")],
+        30,
+        "rank 0's own dump, through sync",
+    )
     grouped = wait_until(lambda: files_under(runtime_dir, "hang.txt".__eq__), 30, "hang.txt")
     text = wait_until(lambda: written(grouped[0], "rank"), 30, "hang.txt written")
     assert "slow_step" in text and "sync" in text
@@ -118,22 +125,34 @@ def test_healthy_job_gets_no_report(env, start):
     """
     pytest.importorskip("torch")
     env["AUTODBG_HANG"] = "2"
-    job = start([TORCHRUN, "--standalone", "--nproc_per_node=2", target("ddp_steps.py"), "160"],
-                env)
+    job = start(
+        [TORCHRUN, "--standalone", "--nproc_per_node=2", target("ddp_steps.py"), "160"], env
+    )
     assert job.wait(150) == 0, job.output
     assert "done: 320" in job.output and "no progress" not in job.output, job.output
 
 
 @pytest.mark.torch
 @pytest.mark.timeout(120)
-@pytest.mark.parametrize("launch", [[TORCHRUN], [PYTHON, "-m", "torch.distributed.run"]],
-                         ids=["torchrun", "-m"])
+@pytest.mark.parametrize(
+    "launch", [[TORCHRUN], [PYTHON, "-m", "torch.distributed.run"]], ids=["torchrun", "-m"]
+)
 def test_not_in_torchrun_agent(env, start, launch):
     """The agent sleeps 3 s per monitor round in one call: a watchdog there would report at 1 s."""
     pytest.importorskip("torch")
     env["AUTODBG_HANG"] = "1"
-    job = start(launch + ["--standalone", "--nproc_per_node=2", "--monitor-interval=3",
-                          target("hang_kinds.py"), "healthy", "1"], env)
+    job = start(
+        launch
+        + [
+            "--standalone",
+            "--nproc_per_node=2",
+            "--monitor-interval=3",
+            target("hang_kinds.py"),
+            "healthy",
+            "1",
+        ],
+        env,
+    )
     assert job.wait(90) == 0, job.output
     assert job.output.count("healthy: ") == 2 and "no progress" not in job.output, job.output
 
@@ -146,7 +165,9 @@ def test_deadlocked_job_gets_one_grouped_dump(env, runtime_dir, start):
     job = start([TORCHRUN, "--standalone", "--nproc_per_node=4", target("ddp_hang.py")], env)
     grouped = wait_until(
         lambda: files_under(runtime_dir, lambda name: name == "hang.txt"),
-        120, "the job's grouped hang dump")[0]
+        120,
+        "the job's grouped hang dump",
+    )[0]
     text = wait_until(lambda: written(grouped, "rank"), 30, "hang.txt written")
     # Rank 1 is the odd one out, first; ranks 0,2,3 wait together in all_reduce.
     odd, rest = text.index("rank 1"), text.index("ranks 0,2,3")

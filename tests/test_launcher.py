@@ -15,7 +15,6 @@ import time
 import pexpect
 import psutil
 import pytest
-
 from harness import BIN, records, target, wait_for_record, wait_until
 
 pytest.importorskip("torch")
@@ -50,7 +49,9 @@ def test_ctrl_c_interrupts_the_debugger_not_the_job(env, runtime_dir, spawn, tmp
     job.sendline("!print('start' + 'ed'); import time; time.sleep(pause)")
     job.expect("started")
     # The command runs: the terminal is back in cooked mode, so Ctrl-C is SIGINT for torchrun.
-    wait_until(lambda: termios.tcgetattr(job.child_fd)[3] & termios.ISIG, 10, "the terminal in cooked mode")
+    wait_until(
+        lambda: termios.tcgetattr(job.child_fd)[3] & termios.ISIG, 10, "the terminal in cooked mode"
+    )
     job.sendcontrol("c")
     job.expect("KeyboardInterrupt")
     job.expect("ipdb>")
@@ -64,7 +65,7 @@ def test_ctrl_c_interrupts_the_debugger_not_the_job(env, runtime_dir, spawn, tmp
 
 def listed_ranks(output):
     """Return the ranks that torchrun's failure summary (``ChildFailedError``) names."""
-    summary = output[output.index("Failures:"):]
+    summary = output[output.index("Failures:") :]
     return sorted(int(rank) for rank in re.findall(r"rank +: (\d+) \(local_rank", summary))
 
 
@@ -80,7 +81,12 @@ def test_summary_lists_every_failed_rank(env, runtime_dir, start, spawn):
     job = start(command, env)
     wait_until(lambda: len(records(runtime_dir)) == 4, 120, "4 sessions")
     assert plain_job.wait(60) == 1
-    for rank in (1, 0, 2, 3):  # each session ended in turn, the first one while the others hold the job
+    for rank in (
+        1,
+        0,
+        2,
+        3,
+    ):  # each session ended in turn, the first one while the others hold the job
         record = wait_for_record(runtime_dir, rank=rank, state="waiting")
         nc = spawn(f"nc -U {record['socket']}", env)
         nc.expect("ipdb> ")
@@ -89,7 +95,7 @@ def test_summary_lists_every_failed_rank(env, runtime_dir, start, spawn):
     assert job.wait(60) == 1
     assert listed_ranks(job.output) == listed_ranks(plain_job.output) == [0, 1, 2, 3]
     assert "<NO_OTHER_FAILURES>" not in job.output
-    root_cause = job.output[job.output.index("Root Cause (first observed failure)"):]
+    root_cause = job.output[job.output.index("Root Cause (first observed failure)") :]
     assert "rank      : 1 (local_rank: 1)" in "\n".join(root_cause.splitlines()[:6])
     assert "exitcode  : -15" not in job.output  # each ended with its own status
 
@@ -116,14 +122,21 @@ def torchrun_args(nproc, script):
     [
         (signal.SIGTERM, "ddp_crash.py", "autodbg: rank 1 is in a debugger session", True),
         # During autodbg's hold of torchrun's close (after rank 2's exit).
-        (signal.SIGHUP, "rank_exits.py", "autodbg: a worker exited, but rank 1 has a debugger session open", True),
+        (
+            signal.SIGHUP,
+            "rank_exits.py",
+            "autodbg: a worker exited, but rank 1 has a debugger session open",
+            True,
+        ),
         # No worker owns the terminal: a Ctrl-C is for the job. (With a client attached,
         # the SIGINT that torchrun's close sends the worker is a client's Ctrl-C to it.)
         (signal.SIGINT, "ddp_crash.py", "autodbg: rank 1 is in a debugger session", False),
     ],
     ids=["SIGTERM-attached-session", "SIGHUP-during-hold", "SIGINT-waiting-session"],
 )
-def test_a_signal_from_outside_ends_the_job_and_its_sessions(env, runtime_dir, start, spawn, sig, script, when, client):
+def test_a_signal_from_outside_ends_the_job_and_its_sessions(
+    env, runtime_dir, start, spawn, sig, script, when, client
+):
     job = start(torchrun_args(3, script), env)
     record = wait_for_record(runtime_dir, timeout=120, rank=1, state="waiting")
     job.wait_for(when, timeout=60)
@@ -138,9 +151,17 @@ def test_a_signal_from_outside_ends_the_job_and_its_sessions(env, runtime_dir, s
     assert job.wait(30) == 1
     assert time.monotonic() - sent < 10  # not torchrun's 30 s grace, nor AUTODBG_WAIT
     name = signal.Signals(sig).name
-    assert job.output.count(f"autodbg: torchrun got {name}: ending the job; rank 1's debugger session ends") == 1
+    assert (
+        job.output.count(
+            f"autodbg: torchrun got {name}: ending the job; rank 1's debugger session ends"
+        )
+        == 1
+    )
     assert job.output.count(f"SignalException: Process {job.pid} got signal: {int(sig)}") == 1
-    assert not psutil.pid_exists(record["pid"]) or psutil.Process(record["pid"]).status() == psutil.STATUS_ZOMBIE
+    assert (
+        not psutil.pid_exists(record["pid"])
+        or psutil.Process(record["pid"]).status() == psutil.STATUS_ZOMBIE
+    )
     assert records(runtime_dir) == []
 
 
@@ -149,7 +170,9 @@ def test_a_background_job_on_the_terminal_ends(env, spawn):
     env["CRASH_RANKS"] = "9"  # no rank crashes: the job ends by itself, with status 0
     shell = spawn("bash --norc --noprofile -i", dict(env, PS1="prompt$ "))
     shell.expect_exact("prompt$ ")
-    shell.sendline(f"{' '.join(torchrun_args(1, 'ddp_crash.py'))} >/dev/null 2>&1 & wait %1; echo status=$?")
+    shell.sendline(
+        f"{' '.join(torchrun_args(1, 'ddp_crash.py'))} >/dev/null 2>&1 & wait %1; echo status=$?"
+    )
     assert shell.expect([r"status=\d+", "Stopped"], timeout=60) == 0, shell.logfile_read.getvalue()
     assert shell.after == "status=0"
     shell.sendline("exit")
@@ -178,13 +201,17 @@ def test_ctrl_c_for_a_worker_that_is_gone_is_torchruns(elastic_api, monkeypatch)
     gone.wait()
     monkeypatch.setattr(launcher, "_terminal_owner", lambda: {"pid": gone.pid})
     handler = elastic_api._terminate_process_handler
-    assert handler.__wrapped__.__module__ == elastic_api.__name__  # functools.wraps, *args and **kwargs
+    assert (
+        handler.__wrapped__.__module__ == elastic_api.__name__
+    )  # functools.wraps, *args and **kwargs
     with pytest.raises(elastic_api.SignalException, match="got signal: 2$"):
         handler(signal.SIGINT, None)
     assert launcher._Signalled.error is not None  # from outside: nothing is held now
 
 
-def test_an_error_in_the_signal_handler_is_one_line_and_torchs_handler(elastic_api, monkeypatch, capfd):
+def test_an_error_in_the_signal_handler_is_one_line_and_torchs_handler(
+    elastic_api, monkeypatch, capfd
+):
     from autodbg import launcher
 
     def broken():
@@ -194,7 +221,9 @@ def test_an_error_in_the_signal_handler_is_one_line_and_torchs_handler(elastic_a
     with pytest.raises(elastic_api.SignalException, match="got signal: 2$"):
         elastic_api._terminate_process_handler(signal.SIGINT, None)
     lines = capfd.readouterr().err.splitlines()
-    assert lines == ["autodbg: internal error in torchrun's signal handler: OSError: no runtime directory"]
+    assert lines == [
+        "autodbg: internal error in torchrun's signal handler: OSError: no runtime directory"
+    ]
 
 
 def test_an_error_in_the_announcer_is_one_line(monkeypatch, capfd):
@@ -210,4 +239,6 @@ def test_an_error_in_the_announcer_is_one_line(monkeypatch, capfd):
     assert thread.name == "autodbg-announcer"  # autodbg.triage: never a session
     thread.join(10)
     assert not thread.is_alive()  # it ended quietly
-    assert capfd.readouterr().err.splitlines() == ["autodbg: internal error in torchrun's announcer: KeyError: 'pid'"]
+    assert capfd.readouterr().err.splitlines() == [
+        "autodbg: internal error in torchrun's announcer: KeyError: 'pid'"
+    ]

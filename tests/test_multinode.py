@@ -6,7 +6,6 @@ import subprocess
 
 import pexpect
 import pytest
-
 from harness import BIN, records, target, wait_for_record
 
 pytest.importorskip("torch")
@@ -28,8 +27,15 @@ def test_rank_of_another_node_through_the_store(env, runtime_dir, start, spawn, 
     for node in (0, 1):
         node_env = dict(env, AUTODBG_DIR=f"{runtime_dir}/n{node}")
         os.mkdir(node_env["AUTODBG_DIR"], 0o700)
-        argv = [TORCHRUN, "--nnodes=2", f"--node-rank={node}", "--nproc-per-node=2",
-                "--master-addr=127.0.0.1", f"--master-port={port}", target("ddp_crash.py")]
+        argv = [
+            TORCHRUN,
+            "--nnodes=2",
+            f"--node-rank={node}",
+            "--nproc-per-node=2",
+            "--master-addr=127.0.0.1",
+            f"--master-port={port}",
+            target("ddp_crash.py"),
+        ]
         nodes.append((start(argv, node_env), node_env))
     remote = wait_for_record(nodes[1][1]["AUTODBG_DIR"], timeout=150, rank=3, state="waiting")
     assert remote["tcp"].startswith("127.0.0.1:") and remote["token"]
@@ -37,11 +43,17 @@ def test_rank_of_another_node_through_the_store(env, runtime_dir, start, spawn, 
     # Node 0's environment: its own runtime directory has no session, the store has rank 3.
     here = dict(nodes[0][1], MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     assert records(here["AUTODBG_DIR"]) == []
-    listing = subprocess.run([AUTODBG, "ls", "--json"], env=here, capture_output=True, text=True, timeout=60)
+    listing = subprocess.run(
+        [AUTODBG, "ls", "--json"], env=here, capture_output=True, text=True, timeout=60
+    )
     assert listing.returncode == 0, listing.stderr
     assert [r["rank"] for r in __import__("json").loads(listing.stdout)] == [3]
     explicit = subprocess.run(
-        [AUTODBG, "ls", "--store", f"127.0.0.1:{port}"], env=nodes[0][1], capture_output=True, text=True, timeout=60
+        [AUTODBG, "ls", "--store", f"127.0.0.1:{port}"],
+        env=nodes[0][1],
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert "IndexError: list index out of range" in explicit.stdout
 

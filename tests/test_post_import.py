@@ -22,13 +22,19 @@ def test_find_spec_before_import_keeps_the_thread_hook(env, runtime_dir, start, 
     cli.sendline("c")
     cli.expect(pexpect.EOF)
     assert proc.wait(30) == 0  # as Python: a thread's exception does not change the exit status
-    assert proc.output.count("ValueError: bad answer 42") == 2  # the traceback, once, and the waiting line
+    assert (
+        proc.output.count("ValueError: bad answer 42") == 2
+    )  # the traceback, once, and the waiting line
 
 
 def test_manual_import_recipe_runs_the_callback_once(env):
     out = subprocess.run(
         [PYTHON, target("import_recipe.py")],
-        env=env, capture_output=True, text=True, timeout=60, check=False,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     assert out.returncode == 0, out.stdout + out.stderr
     assert out.stdout.splitlines() == [

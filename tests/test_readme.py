@@ -10,7 +10,7 @@ README = (ROOT / "README.md").read_text()
 
 
 def table_rows(first_cell):
-    return set(re.findall(rf"^\| `({first_cell})", README, re.M))
+    return set(re.findall(rf"^\| `({first_cell})", README, re.MULTILINE))
 
 
 def test_every_variable_is_in_the_table():

@@ -5,7 +5,6 @@ import os
 import signal
 
 import pexpect
-
 from conftest import PYTHON
 from harness import BIN, files_under, plain, records, target, wait_for_record, wait_until
 
@@ -74,7 +73,14 @@ def test_two_threads_crash_at_once(env, runtime_dir, start, spawn):
     seen = []
     for _ in range(2):
         record = wait_until(
-            lambda: next((r for r in records(runtime_dir) if r["state"] == "waiting" and r["thread"] not in seen), None),
+            lambda: next(
+                (
+                    r
+                    for r in records(runtime_dir)
+                    if r["state"] == "waiting" and r["thread"] not in seen
+                ),
+                None,
+            ),
             30,
             f"a waiting session of a thread other than {seen}",
         )
@@ -101,7 +107,9 @@ def test_sigterm_at_the_prompt_ends_the_process(env, runtime_dir, start, spawn):
     client.expect(pexpect.EOF)
     assert proc.wait(30) == -signal.SIGTERM  # as without autodbg: killed by the signal
     left = files_under(runtime_dir, lambda name: True)
-    assert left and all(path.startswith(os.path.join(runtime_dir, "crashes", "")) for path in left), left
+    assert left and all(
+        path.startswith(os.path.join(runtime_dir, "crashes", "")) for path in left
+    ), left
 
 
 def test_background_job_of_a_shell_gets_a_socket_session(env, runtime_dir, spawn):
@@ -129,7 +137,9 @@ def test_sigint_from_outside_at_a_socket_prompt_ends_the_session(env, runtime_di
     assert not os.path.exists(record["socket"])
 
 
-def test_sigint_from_outside_at_a_breakpoint_raises_keyboardinterrupt(env, runtime_dir, start, spawn):
+def test_sigint_from_outside_at_a_breakpoint_raises_keyboardinterrupt(
+    env, runtime_dir, start, spawn
+):
     proc = start([PYTHON, target("breakpoint_target.py")], env)
     record = wait_for_record(runtime_dir, pid=proc.pid, state="waiting")
     client = spawn(f"nc -U {record['socket']}", env)
@@ -150,13 +160,17 @@ def test_a_crash_after_a_breakpoint_session_gets_its_own_session(env, runtime_di
     client.expect("ipdb> ")
     client.sendline("c")
     client.expect(pexpect.EOF)
-    record = wait_for_record(runtime_dir, pid=proc.pid, state="waiting", exception="ValueError: failed at step 2")
+    record = wait_for_record(
+        runtime_dir, pid=proc.pid, state="waiting", exception="ValueError: failed at step 2"
+    )
     client = spawn(f"nc -U {record['socket']}", env)
     client.expect("ipdb> ")
     client.sendline("q")
     client.expect(pexpect.EOF)
     assert proc.wait(30) == 1
-    assert proc.output.count("Traceback (most recent call last)") == 1 and "IPython" not in proc.output
+    assert (
+        proc.output.count("Traceback (most recent call last)") == 1 and "IPython" not in proc.output
+    )
 
 
 def test_main_threads_keyboardinterrupt_ends_a_threads_waiting_session(env, runtime_dir, start):
@@ -166,7 +180,9 @@ def test_main_threads_keyboardinterrupt_ends_a_threads_waiting_session(env, runt
     os.kill(proc.pid, signal.SIGINT)
     assert proc.wait(20) == -signal.SIGINT  # an uncaught KeyboardInterrupt, as without autodbg
     assert "KeyboardInterrupt in the main thread: the program is ending" in proc.output
-    assert not os.path.exists(record["socket"]) and not os.path.exists(record["socket"][:-5] + ".json")
+    assert not os.path.exists(record["socket"]) and not os.path.exists(
+        record["socket"][:-5] + ".json"
+    )
 
 
 def test_a_client_that_vanishes_mid_command_interrupts_it(env, runtime_dir, start, spawn):

@@ -6,7 +6,6 @@ import time
 
 import pexpect
 import pytest
-
 from conftest import PYTHON
 from harness import BIN, records, target, wait_for_record
 
@@ -35,7 +34,9 @@ def test_line_client(env, runtime_dir, start, spawn, client):
     nc.sendline("q")
     nc.expect(pexpect.EOF)
     assert proc.wait(30) == 1
-    assert proc.output.count("IndexError: list index out of range") == 2  # traceback + the waiting line
+    assert (
+        proc.output.count("IndexError: list index out of range") == 2
+    )  # traceback + the waiting line
     assert not os.path.exists(record["socket"])
 
 
@@ -48,14 +49,20 @@ def test_attach_detach_and_attach_again(env, runtime_dir, start, spawn):
     wait_for_record(runtime_dir, pid=proc.pid, state="attached")
 
     # A second client is told the session is busy, by the CLI and by the server.
-    busy = subprocess.run([AUTODBG, "attach", str(proc.pid)], env=env, capture_output=True, text=True, timeout=30)
+    busy = subprocess.run(
+        [AUTODBG, "attach", str(proc.pid)], env=env, capture_output=True, text=True, timeout=30
+    )
     assert busy.returncode == 1 and "busy" in busy.stderr and len(busy.stderr.splitlines()) == 1
-    nc = subprocess.run(["nc", "-U", record["socket"]], input="", capture_output=True, text=True, timeout=30)
+    nc = subprocess.run(
+        ["nc", "-U", record["socket"]], input="", capture_output=True, text=True, timeout=30
+    )
     assert "busy" in nc.stdout
 
     # Ctrl-C interrupts the running debugger command, not the process.
     cli.sendline("!print('run' + 'ning'); import time; time.sleep(30)")
-    cli.expect("running")  # the command runs (the echo of the line cannot match); a Ctrl-C before would only clear the line
+    cli.expect(
+        "running"
+    )  # the command runs (the echo of the line cannot match); a Ctrl-C before would only clear the line
     cli.sendcontrol("c")
     cli.expect("KeyboardInterrupt")
     cli.expect("ipdb>")
@@ -86,7 +93,7 @@ def test_attach_detach_and_attach_again(env, runtime_dir, start, spawn):
 
 def test_attach_with_pdb(env, runtime_dir, start, spawn):
     env["AUTODBG_DEBUGGER"] = "pdb"
-    proc, record = crashed(start, env, runtime_dir)
+    proc, _ = crashed(start, env, runtime_dir)
     cli = spawn(f"{AUTODBG} attach {proc.pid}", env)
     cli.expect(r"\(Pdb\)")
     cli.sendline("p secret")
@@ -148,12 +155,16 @@ def test_breakpoint_over_socket(env, runtime_dir, start, spawn):
 
 
 def test_attach_errors_are_one_line(env, runtime_dir):
-    missing = subprocess.run([AUTODBG, "attach", "99"], env=env, capture_output=True, text=True, timeout=30)
+    missing = subprocess.run(
+        [AUTODBG, "attach", "99"], env=env, capture_output=True, text=True, timeout=30
+    )
     assert missing.returncode == 1
     assert missing.stderr.splitlines() == [
         "autodbg: no open session for rank or pid 99; `autodbg ls` lists the open ones"
     ]
-    usage = subprocess.run([AUTODBG, "attach", "one"], env=env, capture_output=True, text=True, timeout=30)
+    usage = subprocess.run(
+        [AUTODBG, "attach", "one"], env=env, capture_output=True, text=True, timeout=30
+    )
     assert usage.returncode == 2
     listing = subprocess.run([AUTODBG, "ls"], env=env, capture_output=True, text=True, timeout=30)
     assert listing.returncode == 0 and listing.stdout.strip() == "no open sessions"

@@ -5,14 +5,26 @@ import subprocess
 import pytest
 from conftest import PYTHON
 
-HEAVY = {"torch", "IPython", "ipdb", "psutil", "asyncio", "socket", "threading", "json", "prompt_toolkit"}
+HEAVY = {
+    "torch",
+    "IPython",
+    "ipdb",
+    "psutil",
+    "asyncio",
+    "socket",
+    "threading",
+    "json",
+    "prompt_toolkit",
+}
 SHOW_MODULES = "import sys; print(' '.join(sorted(sys.modules)))"
 
 
 def modules(env, then=""):
     """Return the modules loaded when the program starts (before ``then``, more code) and its stderr."""
     code = f"{SHOW_MODULES}; {then}" if then else SHOW_MODULES
-    out = subprocess.run([PYTHON, "-c", code], env=env, capture_output=True, text=True, timeout=60, check=False)
+    out = subprocess.run(
+        [PYTHON, "-c", code], env=env, capture_output=True, text=True, timeout=60, check=False
+    )
     assert out.returncode == 0, out.stderr
     return set(out.stdout.splitlines()[0].split()), out.stderr
 
@@ -46,8 +58,12 @@ def test_on_imports_only_light_modules(env, value):
 def test_startup_reads_four_settings_and_makes_no_class(env):
     # What keeps start-up short besides its modules (autodbg.config's docstring says why).
     code = "from autodbg import config; print(sorted(config._settings), config._config_class)"
-    out = subprocess.run([PYTHON, "-c", code], env=env, capture_output=True, text=True, timeout=60, check=False)
-    assert out.stdout.split("\n")[:1] == ["['break_signal', 'hang', 'mode', 'stack_signal'] None"], out.stderr
+    out = subprocess.run(
+        [PYTHON, "-c", code], env=env, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert out.stdout.split("\n")[:1] == [
+        "['break_signal', 'hang', 'mode', 'stack_signal'] None"
+    ], out.stderr
 
 
 @pytest.mark.parametrize(
@@ -81,7 +97,12 @@ def test_bad_values_fall_back_to_defaults():
 
     warnings = []
     cfg = config.load(
-        {"AUTODBG_MODE": "x", "AUTODBG_WAIT": "nan", "AUTODBG_STACK_SIGNAL": "9", "AUTODBG_DEBUGGER": "x"},
+        {
+            "AUTODBG_MODE": "x",
+            "AUTODBG_WAIT": "nan",
+            "AUTODBG_STACK_SIGNAL": "9",
+            "AUTODBG_DEBUGGER": "x",
+        },
         warn=warnings.append,
     )
     assert (cfg.mode, cfg.wait, cfg.debugger) == ("auto", config.DEFAULT_WAIT, None)
@@ -95,10 +116,20 @@ def test_good_values():
     from autodbg import config
 
     cfg = config.load(
-        {"AUTODBG_MODE": "Socket", "AUTODBG_WAIT": "2.5", "AUTODBG_STACK_SIGNAL": "usr2", "AUTODBG_DEBUGGER": "pdb"},
+        {
+            "AUTODBG_MODE": "Socket",
+            "AUTODBG_WAIT": "2.5",
+            "AUTODBG_STACK_SIGNAL": "usr2",
+            "AUTODBG_DEBUGGER": "pdb",
+        },
         warn=pytest.fail,
     )
-    assert (cfg.mode, cfg.wait, cfg.stack_signal, cfg.debugger) == ("socket", 2.5, signal.SIGUSR2, "pdb")
+    assert (cfg.mode, cfg.wait, cfg.stack_signal, cfg.debugger) == (
+        "socket",
+        2.5,
+        signal.SIGUSR2,
+        "pdb",
+    )
     assert config.load({"AUTODBG_STACK_SIGNAL": "off"}, warn=pytest.fail).stack_signal is None
 
 
@@ -115,9 +146,18 @@ def test_pth_line_and_config_agree_on_true_values():
 def test_identity_from_launchers():
     from autodbg import identity
 
-    torchrun = identity.from_env({"RANK": "3", "LOCAL_RANK": "1", "WORLD_SIZE": "4", "TORCHELASTIC_RUN_ID": "abc"})
-    assert (torchrun.rank, torchrun.local_rank, torchrun.world_size, torchrun.job) == (3, 1, 4, "abc")
-    slurm = identity.from_env({"SLURM_PROCID": "5", "SLURM_LOCALID": "0", "SLURM_NTASKS": "8", "SLURM_JOB_ID": "77"})
+    torchrun = identity.from_env(
+        {"RANK": "3", "LOCAL_RANK": "1", "WORLD_SIZE": "4", "TORCHELASTIC_RUN_ID": "abc"}
+    )
+    assert (torchrun.rank, torchrun.local_rank, torchrun.world_size, torchrun.job) == (
+        3,
+        1,
+        4,
+        "abc",
+    )
+    slurm = identity.from_env(
+        {"SLURM_PROCID": "5", "SLURM_LOCALID": "0", "SLURM_NTASKS": "8", "SLURM_JOB_ID": "77"}
+    )
     assert (slurm.rank, slurm.world_size, slurm.job) == (5, 8, "77")
     ompi = identity.from_env({"OMPI_COMM_WORLD_RANK": "2", "OMPI_COMM_WORLD_SIZE": "4"})
     assert (ompi.rank, ompi.world_size) == (2, 4)
@@ -125,4 +165,7 @@ def test_identity_from_launchers():
     assert (mpich.rank, mpich.world_size, mpich.job) == (1, 2, "j1")
     plain = identity.from_env({})
     assert plain.rank is None and plain.label() == "" and plain.job.startswith("pg")
-    assert identity.from_env({"RANK": "0", "TORCHELASTIC_RUN_ID": "none", "AUTODBG_JOB": "x/../y"}).job == "x_.._y"
+    assert (
+        identity.from_env({"RANK": "0", "TORCHELASTIC_RUN_ID": "none", "AUTODBG_JOB": "x/../y"}).job
+        == "x_.._y"
+    )

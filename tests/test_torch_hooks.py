@@ -30,7 +30,11 @@ def test_effective_process_group_timeout(env, runtime_dir, start, passed, config
     assert (notice in proc.output) == (passed == "600")
     # The rank came from init_process_group's arguments: the environment has none.
     record = wait_for_record(runtime_dir, pid=proc.pid)
-    assert (record["rank"], record["world_size"], record["exception"]) == (0, 1, "KeyError: 'after init'")
+    assert (record["rank"], record["world_size"], record["exception"]) == (
+        0,
+        1,
+        "KeyError: 'after init'",
+    )
 
 
 def test_wrong_timeout_type_raises_torchs_own_error(env, start):
@@ -40,12 +44,17 @@ def test_wrong_timeout_type_raises_torchs_own_error(env, start):
     assert plain.wait(60) == 0
     patched = start(argv, env)
     assert patched.wait(60) == 0
-    assert "builtins.TypeError: Expected timeout argument to be of type datetime.timedelta, got 30\n" in plain.output
+    assert (
+        "builtins.TypeError: Expected timeout argument to be of type datetime.timedelta, got 30\n"
+        in plain.output
+    )
     assert "raised in _check_valid_timeout (distributed/distributed_c10d.py)\n" in plain.output
     assert patched.output == plain.output
 
 
-@pytest.mark.parametrize("autodbg, configured, default", [("1", "1234", 1234), (None, "1234", 1800)])
+@pytest.mark.parametrize(
+    "autodbg, configured, default", [("1", "1234", 1234), (None, "1234", 1800)]
+)
 def test_every_process_group_gets_the_timeout(env, start, autodbg, configured, default):
     # The default group from init_device_mesh, the mesh's own group, new_group(): AUTODBG_PG_TIMEOUT
     # (gloo's 30 min without autodbg); an explicit timeout is kept, with one notice.
@@ -61,7 +70,11 @@ def test_every_process_group_gets_the_timeout(env, start, autodbg, configured, d
     notice = "the program sets a process-group timeout of 600 s"
     assert proc.output.count(notice) == (autodbg is not None)
     # device_mesh's own import of init_process_group is the wrapper too: autodbg's excepthook on top.
-    hook = "autodbg.hooks.excepthook" if autodbg else "torch.distributed.distributed_c10d._distributed_excepthook"
+    hook = (
+        "autodbg.hooks.excepthook"
+        if autodbg
+        else "torch.distributed.distributed_c10d._distributed_excepthook"
+    )
     assert f"excepthook {hook}" in lines
 
 
@@ -79,7 +92,14 @@ def test_collateral_timeout_opens_no_session(env, runtime_dir, start, spawn):
 
 def test_distributed_breakpoint_with_filtered_output(env, runtime_dir, start, spawn):
     job = start(
-        [TORCHRUN, "--standalone", "--nproc_per_node=2", "--local-ranks-filter", "0", target("dist_breakpoint.py")],
+        [
+            TORCHRUN,
+            "--standalone",
+            "--nproc_per_node=2",
+            "--local-ranks-filter",
+            "0",
+            target("dist_breakpoint.py"),
+        ],
         env,
     )
     record = wait_for_record(runtime_dir, timeout=120, rank=1, state="waiting")
@@ -112,7 +132,9 @@ def test_mp_spawn_ddp_rank_is_attachable_by_rank(env, runtime_dir, start, spawn)
     cli.sendline("q")
     cli.expect(pexpect.EOF)
     assert job.wait(60) != 0
-    assert "IndexError: list index out of range" in job.output  # the parent's report, as torch prints it
+    assert (
+        "IndexError: list index out of range" in job.output
+    )  # the parent's report, as torch prints it
 
 
 def test_no_torch_import_by_autodbg(env, start):
@@ -181,14 +203,19 @@ def test_torch_wraps_excepthook_in_init_process_group():
     source = inspect.getsource(distributed_c10d._new_process_group_helper) + inspect.getsource(
         distributed_c10d.init_process_group
     )
-    assert "def _distributed_excepthook" in source and "sys.excepthook = _distributed_excepthook" in source
+    assert (
+        "def _distributed_excepthook" in source
+        and "sys.excepthook = _distributed_excepthook" in source
+    )
 
 
 def test_torch_breakpoint_uses_make_distributed_pdb():
     import torch.distributed as dist
 
     source = inspect.getsource(dist.breakpoint)
-    assert "_make_distributed_pdb()" in source and ".set_trace()" in source and "barrier()" in source
+    assert (
+        "_make_distributed_pdb()" in source and ".set_trace()" in source and "barrier()" in source
+    )
 
 
 def test_init_process_group_takes_timeout():
@@ -212,16 +239,24 @@ def test_every_group_defaults_its_timeout_through_one_function():
         assert getattr(device_mesh, name) is getattr(distributed_c10d, name)
     mesh_groups = inspect.getsource(device_mesh.DeviceMesh._init_one_process_group)
     assert "new_group(" in mesh_groups and "split_group(" in mesh_groups
-    assert "init_process_group()" in inspect.getsource(device_mesh.DeviceMesh._setup_world_group_and_device)
+    assert "init_process_group()" in inspect.getsource(
+        device_mesh.DeviceMesh._setup_world_group_and_device
+    )
 
 
 def test_elastic_launcher_closes_workers_through_pcontext_close():
     from torch.distributed.elastic.agent.server import local_elastic_agent
     from torch.distributed.elastic.multiprocessing import api
 
-    assert list(inspect.signature(api.PContext.close).parameters) == ["self", "death_sig", "timeout"]
+    assert list(inspect.signature(api.PContext.close).parameters) == [
+        "self",
+        "death_sig",
+        "timeout",
+    ]
     assert "self.close()" in inspect.getsource(api.SubprocessContext._poll)  # a worker failed
-    assert "self._pcontext.close(death_sig, timeout)" in inspect.getsource(local_elastic_agent.LocalElasticAgent._shutdown)
+    assert "self._pcontext.close(death_sig, timeout)" in inspect.getsource(
+        local_elastic_agent.LocalElasticAgent._shutdown
+    )
     assert "_start_workers" in vars(local_elastic_agent.LocalElasticAgent)
 
 
@@ -230,4 +265,4 @@ def test_elastic_launcher_signal_handler_and_worker_sessions():
     from torch.distributed.elastic.multiprocessing.subprocess_handler import subprocess_handler
 
     assert "signal.signal(sig, _terminate_process_handler)" in inspect.getsource(api.PContext.start)
-    assert "kwargs[\"start_new_session\"] = True" in inspect.getsource(subprocess_handler)
+    assert 'kwargs["start_new_session"] = True' in inspect.getsource(subprocess_handler)

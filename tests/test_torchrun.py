@@ -6,7 +6,6 @@ import time
 import pexpect
 import psutil
 import pytest
-
 from harness import BIN, plain, records, target, wait_for_record, wait_until
 
 pytest.importorskip("torch")
@@ -58,7 +57,11 @@ def test_rank_session_attach_detach_and_quit(env, runtime_dir, start, spawn):
 
     wait_for_record(runtime_dir, rank=1, state="waiting")
     # Ranks 0 and 2 wait in all_reduce: alive, under the long process-group timeout autodbg set.
-    workers = [p for p in psutil.Process(job.pid).children(recursive=True) if "ddp_crash.py" in " ".join(p.cmdline())]
+    workers = [
+        p
+        for p in psutil.Process(job.pid).children(recursive=True)
+        if "ddp_crash.py" in " ".join(p.cmdline())
+    ]
     assert len(workers) == 3
     nc = spawn(f"nc -U {record['socket']}", env)
     nc.expect("ipdb> ")
@@ -72,20 +75,26 @@ def test_rank_session_attach_detach_and_quit(env, runtime_dir, start, spawn):
     assert status != 0
     assert job.output.count("[rank1]: IndexError: list index out of range") == 1
     assert "ChildFailedError" in job.output  # torchrun names the failed rank as usual
-    root_cause = job.output[job.output.index("Root Cause (first observed failure)"):]
+    root_cause = job.output[job.output.index("Root Cause (first observed failure)") :]
     assert "rank      : 1 (local_rank: 1)" in "\n".join(root_cause.splitlines()[:6])
-    assert "autodbg: [rank 0]" not in job.output.replace("autodbg: [rank 0] RuntimeError because a peer", "")
+    assert "autodbg: [rank 0]" not in job.output.replace(
+        "autodbg: [rank 0] RuntimeError because a peer", ""
+    )
     assert records(runtime_dir) == []
 
 
 def test_two_ranks_share_one_terminal(env, runtime_dir, spawn, tmp_path):
     env["CRASH_RANKS"] = "0,1"
     script = tmp_path / "job.sh"
-    script.write_text(f"stty -a > {tmp_path}/before\n{' '.join(torchrun(2, 'ddp_crash.py'))}\nstty -a > {tmp_path}/after\n")
+    script.write_text(
+        f"stty -a > {tmp_path}/before\n{' '.join(torchrun(2, 'ddp_crash.py'))}\nstty -a > {tmp_path}/after\n"
+    )
     job = spawn(f"bash {script}", env, timeout=120)
     job.expect("ipdb>")
     owner = wait_until(
-        lambda: [r for r in records(runtime_dir) if r["socket"] is None], 30, "the terminal owner's record"
+        lambda: [r for r in records(runtime_dir) if r["socket"] is None],
+        30,
+        "the terminal owner's record",
     )[0]
     other = wait_for_record(runtime_dir, state="waiting")
     assert {owner["rank"], other["rank"]} == {0, 1}
@@ -96,7 +105,9 @@ def test_two_ranks_share_one_terminal(env, runtime_dir, spawn, tmp_path):
     # The other rank is attachable over its socket while the first owns the terminal.
     cli = spawn(f"{AUTODBG} attach {other['rank']}", env)
     cli.expect("ipdb>")
-    cli.sendline("p 7 * (int(os.environ['RANK']) + 100)")  # the echo of the line cannot match the answer
+    cli.sendline(
+        "p 7 * (int(os.environ['RANK']) + 100)"
+    )  # the echo of the line cannot match the answer
     cli.expect(str(7 * (other["rank"] + 100)))
     cli.expect("ipdb>")  # a Ctrl-D sent before the prompt is up is eaten by the pty's cooked mode
     cli.sendcontrol("d")

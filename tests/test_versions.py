@@ -7,7 +7,6 @@ import subprocess
 
 import pexpect
 import pytest
-
 from harness import files_under, target, wait_until
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -16,10 +15,15 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def interpreter(name):
     """Return a working ``name`` (e.g. python3.12): on PATH, else in pyenv's versions; or None."""
     version = name.removeprefix("python")
-    candidates = [shutil.which(name)] + sorted(glob.glob(os.path.expanduser(f"~/.pyenv/versions/{version}*/bin/{name}")))
+    candidates = [shutil.which(name)] + sorted(
+        glob.glob(os.path.expanduser(f"~/.pyenv/versions/{version}*/bin/{name}"))
+    )
     for candidate in filter(None, candidates):
         # A pyenv shim is on PATH even when its version is not selected, and then fails.
-        if subprocess.run([candidate, "-c", "pass"], capture_output=True, timeout=60).returncode == 0:
+        if (
+            subprocess.run([candidate, "-c", "pass"], capture_output=True, timeout=60).returncode
+            == 0
+        ):
             return candidate
     return None
 
@@ -33,7 +37,9 @@ def other_python(request, tmp_path_factory):
     venv = tmp_path_factory.mktemp(request.param) / "venv"
     subprocess.run([base, "-m", "venv", str(venv)], check=True, timeout=120)
     python = str(venv / "bin" / "python")
-    subprocess.run([python, "-m", "pip", "install", "-q", "--no-deps", REPO], check=True, timeout=240)
+    subprocess.run(
+        [python, "-m", "pip", "install", "-q", "--no-deps", REPO], check=True, timeout=240
+    )
     subprocess.run([python, "-m", "pip", "install", "-q", "psutil"], check=True, timeout=240)
     return python
 
@@ -54,7 +60,9 @@ def test_console_and_socket_sessions(other_python, env, runtime_dir, spawn):
     proc.expect("waiting up to")
     socket = wait_until(
         lambda: files_under(runtime_dir, lambda name: name.endswith(".sock")),
-        30, "the session's socket")[0]
+        30,
+        "the session's socket",
+    )[0]
     nc = spawn(f"nc -U {socket}", env)
     nc.expect(r"\(Pdb\) ")
     nc.sendline("p secret + 1")

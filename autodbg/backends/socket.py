@@ -55,7 +55,8 @@ class Server:
     def __init__(self, path, tcp_host=None, token=None):
         if len(os.fsencode(path)) > MAX_PATH:
             raise OSError(
-                36, f"socket path {path} is longer than {MAX_PATH} bytes; set AUTODBG_DIR to a shorter directory"
+                36,
+                f"socket path {path} is longer than {MAX_PATH} bytes; set AUTODBG_DIR to a shorter directory",
             )
         self.path = path
         try:
@@ -85,7 +86,9 @@ class Server:
             ``wake``, or when the client was refused (another uid; it is told why).
         """
         listeners = [self._sock] if self._tcp is None else [self._sock, self._tcp]
-        ready, _, _ = select.select(listeners + ([] if wake is None else [wake]), [], [], max(timeout, 0))
+        ready, _, _ = select.select(
+            listeners + ([] if wake is None else [wake]), [], [], max(timeout, 0)
+        )
         if not ready or wake in ready:
             return None
         if self._tcp in ready:
@@ -303,8 +306,10 @@ class PtyLink:
         self._interrupt = interrupt
         self._master, self._slave = os.openpty()
         fcntl.ioctl(self._slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
-        stdin = open(self._slave, "r", encoding="utf-8", errors="replace", closefd=False)
-        stdout = open(self._slave, "w", encoding="utf-8", errors="replace", closefd=False, buffering=1)
+        # The streams live as long as the link: close() closes them.
+        text = {"encoding": "utf-8", "errors": "replace", "closefd": False}
+        stdin = open(self._slave, **text)  # noqa: SIM115
+        stdout = open(self._slave, "w", buffering=1, **text)  # noqa: SIM115
         self.channel = Channel("pty", stdin, stdout, term)
         self.gone = False
         self._stop = threading.Event()

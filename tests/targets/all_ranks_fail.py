@@ -1,4 +1,5 @@
 """A gloo job whose ranks all raise ValueError at once, after a barrier (exit status 1 each)."""
+
 import torch.distributed as dist
 
 dist.init_process_group("gloo")

@@ -1,4 +1,5 @@
 """A 3-rank gloo job: rank 1 (or the ranks in CRASH_RANKS) raises IndexError after init_process_group."""
+
 import os
 
 import torch

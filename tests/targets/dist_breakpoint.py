@@ -1,4 +1,5 @@
 """2 ranks: torch.distributed.breakpoint(rank=1), then an all_reduce; prints the sum on rank 0."""
+
 import torch
 import torch.distributed as dist
 

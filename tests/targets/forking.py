@@ -1,4 +1,5 @@
 """Registers its stack file as `import torch` makes a rank do, forks a child, and both block in C."""
+
 import os
 import threading
 

@@ -5,6 +5,7 @@
 
 Either way the program prints "survived" and exits 0, as without autodbg.
 """
+
 import sys
 import time
 

@@ -1,4 +1,5 @@
 """A training-like loop that never fails: prints 'looping', then counts steps forever."""
+
 import time
 
 

@@ -1,4 +1,5 @@
 """Raises with no torch anywhere; at exit prints which heavy modules autodbg's session loaded."""
+
 import atexit
 import sys
 

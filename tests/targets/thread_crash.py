@@ -1,4 +1,5 @@
 """A worker thread raises; the main thread does not wait for it and prints 'main done'."""
+
 import threading
 
 

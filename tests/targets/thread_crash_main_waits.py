@@ -1,4 +1,5 @@
 """A worker thread raises; the main thread then waits (until a SIGINT ends it with KeyboardInterrupt)."""
+
 import threading
 import time
 
