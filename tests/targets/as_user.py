@@ -3,17 +3,17 @@
 The interpreter and autodbg may live where that user cannot read (a root-only
 checkout), so every module the session will use is imported before dropping.
 """
-
 import os
+import sys
+
 import pdb  # noqa: F401  (AUTODBG_DEBUGGER=pdb)
 import readline  # noqa: F401  (pdb imports it when it starts)
-import sys
 
 import psutil  # noqa: F401
 
-import autodbg.crashes
-import autodbg.debugger
-import autodbg.ptrace
+import autodbg.crashes  # noqa: F401
+import autodbg.debugger  # noqa: F401
+import autodbg.ptrace  # noqa: F401
 import autodbg.session  # noqa: F401
 
 os.setgroups([])

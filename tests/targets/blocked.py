@@ -1,5 +1,4 @@
 """The main thread blocks in C (open() of the FIFO argv[1]) until the test writes to it."""
-
 import sys
 import threading
 

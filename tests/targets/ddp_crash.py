@@ -1,5 +1,4 @@
 """A 3-rank gloo job: rank 1 (or the ranks in CRASH_RANKS) raises IndexError after init_process_group."""
-
 import os
 
 import torch

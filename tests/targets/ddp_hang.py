@@ -1,5 +1,4 @@
 """A 4-rank gloo job that hangs: rank 1 sleeps in Python while the others wait in all_reduce."""
-
 import os
 import time
 

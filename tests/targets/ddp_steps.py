@@ -1,5 +1,4 @@
 """A healthy gloo job: argv[1] steps, each a 50 ms sleep and an all_reduce; rank 0 prints a sum."""
-
 import sys
 import time
 

@@ -1,5 +1,4 @@
 """2 ranks: torch.distributed.breakpoint(rank=1), then an all_reduce; prints the sum on rank 0."""
-
 import torch
 import torch.distributed as dist
 

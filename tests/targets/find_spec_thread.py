@@ -3,7 +3,6 @@
 The find_spec is what a program does to check that a module is there; autodbg's
 post-import hook must still patch threading.excepthook at the import that follows.
 """
-
 import importlib.util
 import sys
 

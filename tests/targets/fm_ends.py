@@ -13,7 +13,7 @@ def end(kind):
     if kind == "bdbquit":
         raise bdb.BdbQuit
     if kind == "breakpoint":
-        breakpoint()
+        breakpoint()  # noqa: T100 (PYTHONBREAKPOINT=0 makes it a no-op)
         print("after breakpoint", flush=True)
         return
     raise AssertionError(f"unknown kind {kind!r}")

@@ -1,5 +1,4 @@
 """Registers its stack file as `import torch` makes a rank do, forks a child, and both block in C."""
-
 import os
 import threading
 

@@ -5,7 +5,6 @@
 
 Either way the program prints "survived" and exits 0, as without autodbg.
 """
-
 import sys
 import time
 

@@ -4,7 +4,6 @@
 * ``lock``: deadlocked with another thread, each holding the lock the other wants;
 * ``healthy SECONDS``: a loop whose steps each sleep 50 ms, for SECONDS, then exits 0.
 """
-
 import sys
 import threading
 import time

@@ -1,7 +1,6 @@
 """Stands for a main thread held in C code that runs no Python (a collective, a kernel):
 the break signal is blocked while it waits on the FIFO argv[1], as C code that masks
 signals would hold it; then it loops in Python."""
-
 import signal
 import time
 

@@ -4,7 +4,6 @@ Run with AUTODBG=1 (the post-import hook is autodbg's bootstrap). Prints the
 number of times the callback ran, whether it got the module that was
 executed, and which loader the module ends up with.
 """
-
 import importlib.util
 import sys
 

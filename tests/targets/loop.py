@@ -1,5 +1,4 @@
 """A training-like loop that never fails: prints 'looping', then counts steps forever."""
-
 import time
 
 

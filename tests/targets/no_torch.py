@@ -1,5 +1,4 @@
 """Raises with no torch anywhere; at exit prints which heavy modules autodbg's session loaded."""
-
 import atexit
 import sys
 

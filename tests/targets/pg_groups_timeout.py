@@ -6,7 +6,6 @@ backend override makes DeviceMesh create one), then new_group() with no
 timeout and with an explicit 600 s. Prints ``<group> <seconds>`` per group and
 which excepthook is on top after device_mesh's init_process_group.
 """
-
 import datetime
 import os
 import socket

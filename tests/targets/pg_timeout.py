@@ -3,7 +3,6 @@
 argv[1]: the timeout in seconds to pass, or "none". Prints the default group's
 effective timeout, then raises so that the session's record shows the rank.
 """
-
 import datetime
 import sys
 

@@ -1,6 +1,5 @@
 """3 ranks: rank 1 raises into a session; once its record exists, rank 2 exits with status 3
 (no exception: no session of its own); rank 0 waits in all_reduce."""
-
 import glob
 import os
 import sys

@@ -1,5 +1,4 @@
 """2 ranks: rank 1 loops in Python counting steps; rank 0 waits in all_reduce (a C call)."""
-
 import time
 
 import torch

@@ -1,5 +1,4 @@
 """2 ranks with a 5 s process-group timeout: rank 1 raises into a session, rank 0 times out in all_reduce."""
-
 import datetime
 
 import torch

@@ -1,5 +1,4 @@
 """2 ranks; rank 1 raises after init_process_group; rank 0 waits in all_reduce."""
-
 import torch
 import torch.distributed as dist
 

@@ -1,7 +1,6 @@
 """An mp.spawn DDP-style job of 3 processes (rank passed to init_process_group, no RANK in the
 environment); rank 1 raises after init_process_group while ranks 0 and 2 wait in all_reduce.
 argv[1]: a free TCP port for the rendezvous."""
-
 import sys
 
 import torch

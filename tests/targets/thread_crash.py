@@ -1,5 +1,4 @@
 """A worker thread raises; the main thread does not wait for it and prints 'main done'."""
-
 import threading
 
 

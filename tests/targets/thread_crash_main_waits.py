@@ -1,5 +1,4 @@
 """A worker thread raises; the main thread then waits (until a SIGINT ends it with KeyboardInterrupt)."""
-
 import threading
 import time
 

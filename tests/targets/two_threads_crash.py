@@ -1,5 +1,4 @@
 """Two threads raise at the same moment (a barrier); the main thread joins them and prints 'main done'."""
-
 import threading
 
 barrier = threading.Barrier(2)
