@@ -91,6 +91,7 @@ def test_unset_starts_nothing(env, start, tmp_path):
 
 
 @pytest.mark.torch
+@pytest.mark.slow
 @pytest.mark.timeout(180)
 def test_rank_blocked_in_collective_is_reported(env, runtime_dir, start):
     """2 ranks: rank 0 waits in all_reduce for rank 1, which never joins (it sleeps elsewhere)."""
@@ -116,6 +117,7 @@ def test_rank_blocked_in_collective_is_reported(env, runtime_dir, start):
 
 
 @pytest.mark.torch
+@pytest.mark.slow
 @pytest.mark.timeout(180)
 def test_healthy_job_gets_no_report(env, start):
     """2 ranks, 160 steps of a 50 ms sleep and an all_reduce (8 s and more) with AUTODBG_HANG=2.
@@ -133,6 +135,7 @@ def test_healthy_job_gets_no_report(env, start):
 
 
 @pytest.mark.torch
+@pytest.mark.slow
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize(
     "launch", [[TORCHRUN], [PYTHON, "-m", "torch.distributed.run"]], ids=["torchrun", "-m"]
@@ -158,6 +161,7 @@ def test_not_in_torchrun_agent(env, start, launch):
 
 
 @pytest.mark.torch
+@pytest.mark.slow
 @pytest.mark.timeout(240)
 def test_deadlocked_job_gets_one_grouped_dump(env, runtime_dir, start):
     pytest.importorskip("torch")

@@ -18,7 +18,7 @@ import pytest
 from harness import BIN, records, target, wait_for_record, wait_until
 
 pytest.importorskip("torch")
-pytestmark = [pytest.mark.torch, pytest.mark.timeout(240)]
+pytestmark = [pytest.mark.torch, pytest.mark.slow, pytest.mark.timeout(240)]
 TORCHRUN = os.path.join(BIN, "torchrun")
 
 

@@ -10,6 +10,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHOW = "import sys; print(' '.join(sorted(m for m in sys.modules if m.startswith('autodbg'))))"
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize("editable", [False, True], ids=["regular", "editable"])
 def test_pth_lands_in_site_packages(tmp_path, editable):

@@ -44,6 +44,7 @@ def other_python(request, tmp_path_factory):
     return python
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_console_and_socket_sessions(other_python, env, runtime_dir, spawn):
     env["AUTODBG_DEBUGGER"] = "pdb"
