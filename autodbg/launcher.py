@@ -255,14 +255,14 @@ def _hold_while_sessions_open():
             return
         held.update(r["pid"] for r in open_sessions)
         if any(r["state"] == "attached" for r in open_sessions):
-            deadline = (
-                time.monotonic() + wait
-            )  # somebody is debugging: the clock starts when they leave
+            # Somebody is debugging: the clock starts when they leave.
+            deadline = time.monotonic() + wait
         names = ", ".join(_who(r) for r in open_sessions)
         if not said:
+            have = "has a debugger session" if len(open_sessions) == 1 else "have debugger sessions"
             say(
-                f"a worker exited, but {names} {'has a debugger session' if len(open_sessions) == 1 else 'have debugger sessions'} open: the job keeps running "
-                f"until it ends (at most {wait:g} s without a client; autodbg attach {_target(open_sessions[0])})"
+                f"a worker exited, but {names} {have} open: the job keeps running until it ends "
+                f"(at most {wait:g} s without a client; autodbg attach {_target(open_sessions[0])})"
             )
             said = True
         if time.monotonic() > deadline:

@@ -54,9 +54,8 @@ def post_mortem(exc, tb, thread=None):
                 return
             from autodbg import crashes
 
-            session.clients.crash_record = crashes.record(
-                session, exc, tb
-            )  # before any wait: it outlives the process
+            # Before any wait: the crash record outlives the process.
+            session.clients.crash_record = crashes.record(session, exc, tb)
             channel = session.channel = session.clients.first()
         if channel is not None:
             from autodbg import debugger
@@ -248,9 +247,8 @@ class Session:
             "thread": self.thread_name,
         }
         self._publication = Publication(os.path.join(folder, f"{os.getpid()}.json"), fields)
-        self._publication.publish(
-            "opening"
-        )  # from now on the CLI sends this process no break signal
+        # From now on the CLI sends this process no break signal.
+        self._publication.publish("opening")
         from autodbg import ptrace
 
         ptrace.allow()  # py-spy, gdb -p under Yama scope 1; ctypes is cheap next to a session
