@@ -15,6 +15,7 @@ import autodbg.crashes  # noqa: F401
 import autodbg.debugger  # noqa: F401
 import autodbg.ptrace  # noqa: F401
 import autodbg.session  # noqa: F401
+import autodbg.triage  # noqa: F401
 
 os.setgroups([])
 os.setgid(int(sys.argv[2]))
