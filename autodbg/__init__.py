@@ -18,10 +18,9 @@ def install():
     For programs started without ``AUTODBG``. Safe to call twice (the second
     call does nothing).
     """
-    import sys
+    from autodbg import hooks
 
-    if "autodbg._bootstrap" not in sys.modules:
-        import autodbg._bootstrap  # noqa: F401
+    hooks.start()
 
 
 def set_trace(frame=None):

@@ -174,7 +174,7 @@ def paired_diff(base, other, resample):
 def autodbg_import_us(python, env):
     """Return the in-process cost of the bootstrap, in µs, from ``-X importtime``.
 
-    The ``.pth`` imports ``autodbg._bootstrap`` inside ``site``; its parent
+    The ``.pth`` imports ``autodbg.hooks`` inside ``site``; its parent
     package and its own imports nest under it. Summing the cumulative time of
     the shallowest ``autodbg*`` lines counts each of them once.
     """

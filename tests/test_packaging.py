@@ -43,5 +43,5 @@ def test_pth_lands_in_site_packages(tmp_path, editable):
         text=True,
         timeout=60,
     )
-    assert "autodbg._bootstrap" in on.stdout.split(), on.stderr
+    assert "autodbg.hooks" in on.stdout.split(), on.stderr
     assert on.stderr == ""

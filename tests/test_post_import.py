@@ -1,4 +1,4 @@
-"""The post-import hook (in autodbg._bootstrap) survives a find_spec before the import (issue 7, point 7)."""
+"""The post-import hook (in autodbg.hooks) survives a find_spec before the import (issue 7, point 7)."""
 
 import os
 import subprocess

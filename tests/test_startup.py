@@ -41,7 +41,7 @@ def test_off_imports_no_autodbg_module(env, value):
 
 # What AUTODBG=1 adds to the modules of a program that imports nothing (benchmarks/startup.py
 # measures what each costs): the package, three modules of its own, and one built-in.
-STARTUP = {"autodbg", "autodbg._bootstrap", "autodbg.config", "autodbg.hooks", "faulthandler"}
+STARTUP = {"autodbg", "autodbg.config", "autodbg.hooks", "faulthandler"}
 
 
 @pytest.mark.parametrize("value", ["1", "true", "YES", " on "])

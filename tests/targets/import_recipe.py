@@ -7,7 +7,7 @@ executed, and which loader the module ends up with.
 import importlib.util
 import sys
 
-from autodbg._bootstrap import after_import
+from autodbg.hooks import after_import
 
 NAME = "colorsys"  # a small stdlib module that nothing imports at start-up
 assert NAME not in sys.modules
