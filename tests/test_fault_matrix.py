@@ -23,6 +23,7 @@ a failing row's assertion message repeats its line with the differences and both
 
 import dataclasses
 import os
+import re
 import signal
 import subprocess
 import termios
@@ -466,10 +467,18 @@ def table(request):
 # Comparison.
 
 
+# What may stand right before a traceback's header on its line: torch's rank prefix, or a
+# DataLoader's "Original". Anything before that is another process's output, interleaved
+# with this one's on a shared pipe.
+PREFIX = re.compile(r"(\[rank\d+\]: |Original )?$")
+
+
 def tracebacks(output):
-    """Count the traceback headers of ``output`` per what precedes them on their line."""
+    """Count the traceback headers of ``output`` per the prefix right before them."""
     return Counter(
-        text[: text.index(TRACEBACK)] for text in output.splitlines() if TRACEBACK in text
+        PREFIX.search(text[: text.index(TRACEBACK)]).group()
+        for text in output.splitlines()
+        if TRACEBACK in text
     )
 
 
