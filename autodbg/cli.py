@@ -82,7 +82,7 @@ def cmd_attach(args):
     if record["state"] == "attached":
         raise CliError(f"{who} is busy: another client is attached; try again when it detaches")
     try:
-        client.attach(record)
+        client.attach(record, args.commands)
     except client.AttachError as error:
         raise CliError(f"{who}: {error}") from None
     return 0
@@ -451,6 +451,13 @@ def build_parser():
     attach.add_argument("--job", help="the job to look in (see `autodbg ls`)")
     attach.add_argument(
         "--store", metavar="HOST:PORT", help="also look in this c10d store (other nodes' sessions)"
+    )
+    attach.add_argument(
+        "-c",
+        dest="commands",
+        action="append",
+        metavar="COMMAND",
+        help="run this debugger command, print its output, detach (repeatable)",
     )
     attach.set_defaults(func=cmd_attach, by=None)
 

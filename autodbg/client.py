@@ -20,32 +20,53 @@ class AttachError(Exception):
     """The session could not be reached; the message is one line for the user."""
 
 
-def attach(record, ready_timeout=10.0):
-    """Connect this terminal to the session of ``record``; return when it ends.
+def attach(record, commands=None, ready_timeout=10.0):
+    """Connect this terminal, or this process's input and output, to the session of ``record``.
 
     Uses the session's Unix socket when this machine has it, else its TCP
     listener with the session's token (a session of another node, found
-    through the job's store). Blocks until the session ends or detaches
-    (Ctrl-D at the prompt), or the server closes the connection.
+    through the job's store). On a terminal, the session's full debugger
+    (its pty, relayed); what was typed before the prompt showed is kept. With
+    input that is not a terminal (a pipe, a script) or with ``commands``, a
+    line client: each line is a debugger command, the output comes as plain
+    text, and the client detaches when its input ends (the session then
+    waits for the next client, unless a command ended it). Blocks until then,
+    or until the session ends.
 
     Args:
         record (dict): the session record (``socket``; ``tcp`` and ``token``).
+        commands (list[str] | None): debugger commands to run instead of
+            reading input (``autodbg attach -c``).
         ready_timeout (float): seconds to wait for the session to answer.
 
     Raises:
         AttachError: the session cannot be reached, refused the client (busy,
             other uid, wrong token), or did not answer in time.
     """
+    stdin, stdout = sys.stdin.fileno(), sys.stdout.fileno()
     sock = connect(record)
+    if commands is not None or not os.isatty(stdin):
+        sock.sendall(HANDSHAKE + b" line\n")
+        rest = _read_ready(sock, ready_timeout)
+        try:
+            if rest:
+                os.write(stdout, rest)
+            if commands is not None:
+                sock.sendall("".join(f"{command}\n" for command in commands).encode())
+                sock.shutdown(socket.SHUT_WR)
+                stdin = None
+            _relay(sock, stdin, stdout)
+        finally:
+            sock.close()
+        return
     size = _terminal_size()
     term = os.environ.get("TERM") or "xterm"
     sock.sendall(HANDSHAKE + f" {size.lines} {size.columns} {term}\n".encode())
     rest = _read_ready(sock, ready_timeout)
-    stdin, stdout = sys.stdin.fileno(), sys.stdout.fileno()
     saved = termios.tcgetattr(stdin) if os.isatty(stdin) else None
     try:
         if saved is not None:
-            tty.setraw(stdin)
+            tty.setraw(stdin, termios.TCSANOW)  # TCSAFLUSH would drop what was typed ahead
         if rest:
             os.write(stdout, rest)
         _relay(sock, stdin, stdout)
@@ -116,7 +137,7 @@ def _read_ready(sock, timeout):
 
 
 def _relay(sock, stdin, stdout):
-    watch = [sock, stdin]
+    watch = [sock] if stdin is None else [sock, stdin]
     while True:
         ready, _, _ = select.select(watch, [], [])
         if sock in ready:

@@ -132,6 +132,7 @@ class _AutodbgMixin:
     autodbg_kind = None
     _autodbg_channel = None
     _autodbg_interrupted = False  # an outside SIGINT ended the session
+    _autodbg_theme = None  # IPython's colour theme, for clients on a terminal
 
     def autodbg_bind(self, channel, prompt_ready=False):
         """Read commands from ``channel`` and write to it from now on.
@@ -143,6 +144,11 @@ class _AutodbgMixin:
         self._autodbg_channel = channel
         self.stdin = channel.stdin
         self.stdout = channel.stdout
+        if hasattr(self, "set_theme_name"):
+            # IPython's colours are terminal escapes: a line client (nc, a script) gets plain text.
+            if self._autodbg_theme is None:
+                self._autodbg_theme = self._theme_name
+            self.set_theme_name("nocolor" if channel.kind == "line" else self._autodbg_theme)
         if hasattr(self, "pt_init") and not prompt_ready:
             self.pt_init(_prompt_options(channel))
 

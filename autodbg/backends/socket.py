@@ -2,7 +2,7 @@
 
 One socket, two kinds of client, told apart by the first line:
 
-* ``autodbg attach`` sends ``AUTODBG-ATTACH/1 <rows> <cols> <TERM>`` at once.
+* ``autodbg attach`` on a terminal sends ``AUTODBG-ATTACH/1 <rows> <cols> <TERM>`` at once.
   The server answers ``AUTODBG-READY`` and runs the debugger on a
   pseudo-terminal it allocates, relaying the pty's master side to the socket
   (madbg's design): IPython then has a real terminal, so line editing,
@@ -11,6 +11,9 @@ One socket, two kinds of client, told apart by the first line:
   thread instead of reaching the process.
 * Anything else (``nc -U``, ``socat``), or silence for :data:`HANDSHAKE_WAIT`
   seconds, is a line client: prompts and output as text, one command a line.
+  ``autodbg attach`` with its input not a terminal (a pipe, a script, ``-c``)
+  sends ``AUTODBG-ATTACH/1 line`` and is answered ``AUTODBG-READY`` as a line
+  client, so that it learns of a refusal as a terminal client does.
 
 The server checks the peer's uid with ``SO_PEERCRED`` and refuses any other
 user (manhole's ``check_credentials``), on top of the socket's 0600 mode and
@@ -199,6 +202,9 @@ def open_link(conn, interrupt):
     if data.startswith(HANDSHAKE + b" ") and b"\n" in data:
         line, rest = data.split(b"\n", 1)
         fields = line.decode("ascii", "replace").split()
+        if fields[1:] == ["line"]:
+            conn.sendall(READY, socket.MSG_NOSIGNAL)
+            return LineLink(conn, rest, interrupt)
         rows, cols = _int(fields, 1, 24), _int(fields, 2, 80)
         term = fields[3] if len(fields) > 3 else "xterm"
         conn.sendall(READY, socket.MSG_NOSIGNAL)
