@@ -420,6 +420,17 @@ def _warn(line):
     print(f"autodbg: {line}", file=sys.stderr)
 
 
+def _rank_or_pid(verb):
+    """Add ``--rank`` and ``--pid``, which say how to read a verb's ``TARGET`` (``args.by``)."""
+    force = verb.add_mutually_exclusive_group()
+    force.add_argument(
+        "--rank", dest="by", action="store_const", const="rank", help="TARGET is a rank"
+    )
+    force.add_argument(
+        "--pid", dest="by", action="store_const", const="pid", help="TARGET is a pid"
+    )
+
+
 def build_parser():
     """Return the argument parser; the README's verb table is checked against it."""
     parser = argparse.ArgumentParser(
@@ -441,13 +452,7 @@ def build_parser():
     attach.add_argument(
         "target", type=int, metavar="PID|RANK", help="a rank of exactly one live job, else a pid"
     )
-    force = attach.add_mutually_exclusive_group()
-    force.add_argument(
-        "--rank", dest="by", action="store_const", const="rank", help="TARGET is a rank"
-    )
-    force.add_argument(
-        "--pid", dest="by", action="store_const", const="pid", help="TARGET is a pid"
-    )
+    _rank_or_pid(attach)
     attach.add_argument("--job", help="the job to look in (see `autodbg ls`)")
     attach.add_argument(
         "--store", metavar="HOST:PORT", help="also look in this c10d store (other nodes' sessions)"
@@ -500,13 +505,7 @@ def build_parser():
         metavar="PID|RANK",
         help="the newest crash of this rank, else of this pid",
     )
-    force = show.add_mutually_exclusive_group()
-    force.add_argument(
-        "--rank", dest="by", action="store_const", const="rank", help="TARGET is a rank"
-    )
-    force.add_argument(
-        "--pid", dest="by", action="store_const", const="pid", help="TARGET is a pid"
-    )
+    _rank_or_pid(show)
     show.add_argument("--job", help="only this job's crash records")
     show.add_argument("--list", action="store_true", help="list the crash records, newest first")
     show.add_argument(

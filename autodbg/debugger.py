@@ -10,7 +10,7 @@ autodbg's subclass changes two things and keeps every command of the base:
   the session waits for the next client, which carries on in the same frame;
   on the console, end of input quits, as in pdb;
 * a ``breakpoint()`` reached by one of its own commands (``p helper()``)
-  opens a nested prompt on the same client, ``((ipdb>))``, like the prompt of
+  opens a nested prompt on the same client, ``(ipdb>)``, like the prompt of
   pdb's ``debug`` command; ``c`` or ``q`` there returns to the outer prompt
   (:meth:`_AutodbgMixin.autodbg_nested`).
 """

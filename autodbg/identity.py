@@ -133,7 +133,7 @@ def from_env(environ=os.environ):
         job = store_address(environ)
     if not job or job == "none":
         job = environ.get("AUTODBG_JOB") or f"pg{os.getpgrp()}"
-    return Identity(rank, local_rank, world_size, _safe_name(job), os.uname().nodename)
+    return Identity(rank, local_rank, world_size, file_name(job, "job"), os.uname().nodename)
 
 
 def store_address(environ=os.environ):
@@ -155,10 +155,19 @@ def _int(text):
         return None
 
 
-def _safe_name(job):
-    # The job id names a folder: keep it to one harmless path component.
-    cleaned = "".join(c if c.isalnum() or c in "-_." else "_" for c in job)[:64]
-    return cleaned.lstrip(".") or "job"
+def file_name(text, default):
+    """Return ``text`` as one harmless file-name component (a job id, a host name).
+
+    Args:
+        text (str): the name.
+        default (str): what an empty result becomes.
+
+    Returns:
+        str: at most 64 characters of letters, digits, ``-``, ``_`` and ``.``
+        (others become ``_``), no leading dot.
+    """
+    cleaned = "".join(c if c.isalnum() or c in "-_." else "_" for c in text)[:64]
+    return cleaned.lstrip(".") or default
 
 
 current = from_env()

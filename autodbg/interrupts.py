@@ -72,10 +72,6 @@ class EndOnSignal:
                 signal.signal(signum, previous)
         self._previous = {}
 
-    def forget(self):
-        """In a forked child: the same as :meth:`remove`."""
-        self.remove()
-
     def _handle(self, signum, frame):
         previous = self._previous.get(signum, signal.SIG_DFL)
         if previous == signal.SIG_IGN:

@@ -146,8 +146,9 @@ def host_tag(host=None):
     Args:
         host (str | None): the name; None for this host's (``os.uname().nodename``).
     """
-    name = os.uname().nodename if host is None else str(host)
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+    from autodbg import identity
+
+    return identity.file_name(os.uname().nodename if host is None else str(host), "host")
 
 
 def here(entry):

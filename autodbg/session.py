@@ -306,7 +306,7 @@ class Session:
         self._closed = True
         if self.debugger is not None and getattr(sys.gettrace(), "__self__", None) is self.debugger:
             sys.settrace(None)
-        self._signals.forget()
+        self._signals.remove()
         if self.clients is not None:
             self.clients.forget()
 

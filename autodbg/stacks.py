@@ -278,7 +278,7 @@ def _unregister():
     """
     if _file is None:
         return
-    from autodbg import config, guard, registry
+    from autodbg import config, registry
 
     remove_own_file()
 
