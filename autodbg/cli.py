@@ -10,7 +10,7 @@ import json
 import os
 import sys
 
-from autodbg import __version__, config, identity, registry
+from autodbg import __version__, config, registry
 
 
 class CliError(Exception):
@@ -58,6 +58,12 @@ OPENING_WAIT = 10.0  # seconds: bound on a session's opening (its crash record t
 def cmd_attach(args):
     """Attach this terminal to a session, chosen by rank or pid.
 
+    A session of another node (another host, or this host under another
+    runtime directory) without a TCP address is attached to on its node:
+    ``autodbg attach --pid N`` run there through :mod:`autodbg.transport`,
+    whose exit status this returns; so is a running rank of another node
+    (``attach --rank N`` there, a live attach).
+
     A process with a session record in any state is in a session: it is never
     sent the break signal. One whose session is still ``opening`` (writing its
     crash record, opening its socket) is waited for, up to :data:`OPENING_WAIT`
@@ -66,15 +72,25 @@ def cmd_attach(args):
     from autodbg import client
 
     try:
-        record = _resolve(_sessions(args), args.target, args.by, args.job)
+        record = _resolve(_local_first(args), args.target, args.by, args.job)
     except CliError:
         process = _running(args)
         if process is None:
-            raise
+            node = _node_of_rank(args)
+            if node is None:
+                raise
+            # A running rank of another node: its own node's CLI breaks in.
+            ask = ["attach", "--rank", str(args.target), "--job", str(node["job"])]
+            return _attach_through_transport(node, ask, args.commands, f"rank {args.target}")
         record = _break_in(process["pid"], process)
+    who = _describe(record)
+    node = None if record.get("tcp") else _node_elsewhere(record, args)
+    if node is not None:
+        # Its node's CLI waits for an opening session and says if it is busy or on a terminal.
+        ask = ["attach", "--pid", str(record["pid"]), "--job", str(record["job"])]
+        return _attach_through_transport(node, ask, args.commands, who)
     if record.get("state") == "opening":
         record = _opened(record)
-    who = _describe(record)
     if not record.get("socket"):
         raise CliError(
             f"{who} is in a debugger on its own terminal; it cannot be attached from here"
@@ -86,6 +102,75 @@ def cmd_attach(args):
     except client.AttachError as error:
         raise CliError(f"{who}: {error}") from None
     return 0
+
+
+def _local_first(args):
+    """The sessions ``attach`` looks in: this host's alone when they hold a pid's, or a rank's of ``--job``.
+
+    What another node asks (``attach --pid N --job J``, :mod:`autodbg.transport`)
+    is then answered without joining the job's store.
+    """
+    if args.by == "pid" or args.job:
+        root = _runtime_dir()
+        local = [r for r in registry.sessions(root) if not args.job or r["job"] == args.job]
+        key = "pid" if args.by == "pid" else "rank"
+        if any(r.get(key) == args.target for r in local):
+            return local
+    return _sessions(args)
+
+
+def _node_elsewhere(record, args):
+    """Return the job record of the node to reach ``record``'s session through, None for this node.
+
+    A session is elsewhere when it runs on another host, or on this host under
+    another runtime directory than this CLI's (two nodes of one job on one
+    host, each with its own ``AUTODBG_DIR``): its socket is then reached by
+    running ``autodbg attach`` on its node (:mod:`autodbg.transport`).
+    """
+    from autodbg import discovery, store
+
+    socket = record.get("socket")
+    mine = _runtime_dir()
+    if registry.here(record) and (
+        not isinstance(socket, str)
+        or os.path.realpath(os.path.dirname(os.path.dirname(socket))) == os.path.realpath(mine)
+    ):
+        return None
+    nodes = []
+    try:
+        for address in discovery.job_stores(args)[0]:
+            nodes += [n for n in discovery.nodes(address) if n.get("job") == record.get("job")]
+    except store.StoreError as error:
+        print(f"autodbg: the job's nodes are not known ({error})", file=sys.stderr)
+    node = discovery.node_of(record, nodes)
+    if node is None and not registry.here(record):
+        node = {"host": record["host"]}  # its node's record is gone: this Python, its default dir
+    return node
+
+
+def _node_of_rank(args):
+    """Return the job record of the other node that runs rank ``args.target``, else None."""
+    from autodbg import discovery, store
+
+    if args.by == "pid":
+        return None
+    try:
+        nodes = discovery.other_nodes(args)
+    except (store.StoreError, discovery.DiscoveryError):
+        return None
+    return next((n for n in nodes if args.target in (n.get("ranks") or ())), None)
+
+
+def _attach_through_transport(node, ask, commands, who):
+    """Run ``autodbg <ask>`` (an ``attach``) on ``node`` with this terminal; return its exit status."""
+    from autodbg import transport
+
+    for command in commands or ():
+        ask += ["-c", command]
+    try:
+        return transport.attach(node, ask)
+    except transport.TransportError as error:
+        raise CliError(f"{who}: {error}") from None
 
 
 def _opened(record, poll=0.05):
@@ -256,8 +341,19 @@ def _alive(pid):
         return False
 
 
+# seconds a remote `autodbg stack` gets beyond --timeout (connecting, start-up)
+REMOTE_MARGIN = 15.0
+
+
 def cmd_stack(args):
-    """Print where every thread of some processes (or of a whole job) is now, grouped."""
+    """Print where every thread of some processes (or of a whole job) is now, grouped.
+
+    Without ``--local``, the job's other nodes (:func:`autodbg.discovery.other_nodes`)
+    are asked at once, through :mod:`autodbg.transport`, for their own
+    processes (``autodbg stack --all --local --json``); their answers are
+    grouped with this host's. A node that cannot be reached is one line, and
+    the exit status 1.
+    """
     from autodbg import stacks
 
     if not args.targets and not args.all:
@@ -268,10 +364,14 @@ def cmd_stack(args):
         return 2
     root = _runtime_dir()
     known = stacks.processes(root, args.job)
+    missing = []
     if args.all:
         jobs = sorted(
             {p["job"] for p in known if p.get("rank") is not None} or {p["job"] for p in known}
         )
+        nodes = [] if args.local or len(jobs) > 1 else _other_nodes(args, jobs[0] if jobs else None)
+        if not jobs and nodes:
+            jobs = sorted({n["job"] for n in nodes})
         if not jobs:
             raise CliError(
                 "no process with stack dumps found (autodbg registers the ranks of torch.distributed jobs)"
@@ -280,19 +380,107 @@ def cmd_stack(args):
             raise CliError(
                 f"processes of {len(jobs)} jobs ({', '.join(jobs)}); pick one with --job"
             )
-        targets = [p for p in known if p["job"] == jobs[0]]
+        job = jobs[0]
+        targets = [p for p in known if p["job"] == job]
     else:
         targets = []
         for target in args.targets:
-            found = _resolve(known, target, None, args.job)
+            try:
+                found = _resolve(known, target, None, args.job)
+            except CliError as error:
+                if args.local:
+                    raise
+                missing.append((target, error))  # a rank of another node, perhaps
+                continue
             if found not in targets:
                 targets.append(found)
+        job = args.job or (targets[0]["job"] if targets else None)
+        nodes = _other_nodes(args, job) if missing else []
+        if missing and not nodes:
+            raise missing[0][1]
+        missing = [target for target, _ in missing]
+        job = job or nodes[0]["job"]
+    nodes = [n for n in nodes if n.get("job") == job]
     results = stacks.collect(targets, args.timeout, with_locals=args.locals)
+    failed = False
+    if nodes:
+        remote, failed = _remote_stacks(nodes, job, args)
+        if not args.all:
+            remote = [r for r in remote if r.get("rank") in missing]
+            absent = [t for t in missing if t not in {r.get("rank") for r in remote}]
+            if absent:
+                failed = True
+                print(
+                    f"autodbg: no process of rank {', '.join(map(str, absent))} in job {job} "
+                    "on any node",
+                    file=sys.stderr,
+                )
+        results += remote
     if args.json:
         print(json.dumps(results, indent=2))
     else:
         print(stacks.render(results, args.timeout), end="")
-    return 0 if all(r["answered"] for r in results) else 1
+    return 0 if all(r["answered"] for r in results) and not failed else 1
+
+
+def _other_nodes(args, job):
+    """Return the other nodes of ``job`` (None: this host's one job); none if its store is unreachable.
+
+    An unreachable store is said in one line, and is an error only when ``--store`` named it.
+    """
+    import argparse
+
+    from autodbg import discovery, store
+
+    try:
+        return discovery.other_nodes(argparse.Namespace(**dict(vars(args), job=job)))
+    except store.StoreError as error:
+        if args.store:
+            raise CliError(str(error)) from None
+        print(f"autodbg: {error}; this host's processes only", file=sys.stderr)
+    except discovery.DiscoveryError as error:
+        raise CliError(str(error)) from None
+    return []
+
+
+def _remote_stacks(nodes, job, args):
+    """Ask ``nodes`` for their processes' stacks; return ``(results, whether a node failed)``.
+
+    Blocks up to ``--timeout`` plus :data:`REMOTE_MARGIN` seconds. A node that
+    fails is one line on stderr, naming it and why.
+    """
+    from autodbg import transport
+
+    ask = ["stack", "--all", "--local", "--json", "--job", job, "--timeout", str(args.timeout)]
+    if args.locals:
+        ask.append("--locals")
+    answers = transport.run_on(nodes, ask, args.timeout + REMOTE_MARGIN)
+    results, failed = [], False
+    for node in nodes:
+        answer = answers[node["host"]]
+        why = None
+        if isinstance(answer, transport.TransportError):
+            why = str(answer)
+        else:
+            try:
+                found = json.loads(answer.stdout) if answer.stdout.strip() else None
+            except ValueError:
+                found = None
+            if isinstance(found, list):
+                results += [r for r in found if isinstance(r, dict) and "answered" in r]
+                continue
+            lines = [line for line in answer.stderr.splitlines() if line.strip()]
+            why = lines[-1].removeprefix("autodbg: ") if lines else f"status {answer.returncode}"
+        failed = True
+        print(f"autodbg: node {node['host']}: {why}", file=sys.stderr)
+    return results, failed
+
+
+def cmd_cast(args):
+    """Run one read-only debugger command on many ranks and print the answers grouped."""
+    from autodbg import cast
+
+    return cast.cmd_cast(args)
 
 
 def _runtime_dir():
@@ -308,12 +496,17 @@ def _runtime_dir():
 
 
 def _sessions(args):
+    """This host's session records, and those published in the job's store (or the stores of this host's jobs)."""
+    from autodbg import discovery, store
+
     root = _runtime_dir()
     records = registry.sessions(root)
-    if args.store or identity.store_address():
-        records += _store_sessions(
-            args.store or identity.store_address(), records, explicit=bool(args.store)
-        )
+    try:
+        addresses, explicit = discovery.job_stores(args)
+    except store.StoreError as error:
+        raise CliError(str(error)) from None
+    for address in addresses:
+        records += _store_sessions(address, records, explicit)
     if getattr(args, "job", None):
         records = [r for r in records if r["job"] == args.job]
     return records
@@ -323,13 +516,20 @@ def _store_sessions(address, local, explicit):
     """Sessions published in the job's store at ``address`` that this machine's directory lacks.
 
     An unreachable store is an error when ``--store`` named it; when it only
-    came from ``MASTER_ADDR``/``MASTER_PORT`` in the environment, the job may
-    be over, and the local sessions are all there is.
+    came from ``MASTER_ADDR``/``MASTER_PORT`` in the environment or from a job
+    record (:mod:`autodbg.discovery`), the job may be over, and the local
+    sessions are all there is.
+
+    Anyone who reaches the store may write there, so a record counts only
+    when it has the shape of one (a pid, a host, a job) and names a host that
+    a node of the job registered (:func:`autodbg.discovery.nodes`): a forged
+    one cannot send ``attach`` to a host outside the job.
     """
-    from autodbg import store
+    from autodbg import discovery, store
 
     try:
         published = store.records(store.connect(address))
+        hosts = {node["host"] for node in discovery.nodes(address)}
     except store.StoreError as error:
         if not explicit:
             return []
@@ -339,9 +539,23 @@ def _store_sessions(address, local, explicit):
     return [
         r
         for r in published
-        if (r["host"], r["pid"]) not in known
+        if _well_formed(r)
+        and r["host"] in hosts
+        and (r["host"], r["pid"]) not in known
         and (r["host"] != here or registry.process_started(r["pid"]))
     ]
+
+
+def _well_formed(record):
+    """Tell whether a record read from a store has the fields and types the CLI relies on."""
+    return (
+        isinstance(record, dict)
+        and isinstance(record.get("pid"), int)
+        and isinstance(record.get("host"), str)
+        and isinstance(record.get("job"), str)
+        and isinstance(record.get("rank", None), (int, type(None)))
+        and isinstance(record.get("socket", None), (str, type(None)))
+    )
 
 
 def _resolve(records, target, by, job):
@@ -481,6 +695,14 @@ def build_parser():
     )
     stack.add_argument("--job", help="the job to look in")
     stack.add_argument(
+        "--store",
+        metavar="HOST:PORT",
+        help="the job's c10d store (or rendezvous endpoint), to find its other nodes",
+    )
+    stack.add_argument(
+        "--local", action="store_true", help="only this host's processes (no other node is asked)"
+    )
+    stack.add_argument(
         "--json", action="store_true", help="print the raw per-process data as a JSON array"
     )
     stack.add_argument(
@@ -496,6 +718,32 @@ def build_parser():
         help="bound on the whole collection (default 1.5)",
     )
     stack.set_defaults(func=cmd_stack)
+
+    cast = verbs.add_parser(
+        "cast", help="run one read-only debugger command on many ranks, answers grouped"
+    )
+    cast.add_argument("ranks", metavar="RANKS", help="`all`, or ranks such as 0-3,7")
+    cast.add_argument("command", metavar="COMMAND", help="p EXPR, pp EXPR, w, a, or an expression")
+    cast.add_argument("--job", help="the job to look in")
+    cast.add_argument(
+        "--store", metavar="HOST:PORT", help="the job's c10d store (from a node outside the job)"
+    )
+    cast.add_argument(
+        "--frame",
+        metavar="innermost|FUNCTION",
+        help="the frame to evaluate in (default: a session's current frame, else the "
+        "innermost frame of the program's own code in the main thread)",
+    )
+    cast.add_argument("--json", action="store_true", help="print one JSON object per rank")
+    cast.add_argument(
+        "--timeout",
+        type=float,
+        default=5.0,
+        metavar="SECONDS",
+        help="bound on the whole cast (default 5)",
+    )
+    cast.add_argument("--local", action="store_true", help="only this host's ranks")
+    cast.set_defaults(func=cmd_cast)
 
     show = verbs.add_parser("show", help="print a crash record, kept after the process is gone")
     show.add_argument(

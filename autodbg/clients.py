@@ -7,6 +7,8 @@ session listens on its Unix socket (:mod:`autodbg.backends.socket`) and waits
 at most ``AUTODBG_WAIT`` seconds, again after each detach; while it waits it
 keeps trying the terminal, which another process of the job may free. While
 a client is attached, a thread turns every other client away with one line.
+With ``AUTODBG_LISTEN`` set (the TCP mode) the socket's server also listens
+on TCP there, for clients on other hosts that hold the user's key.
 """
 
 import os
@@ -20,6 +22,25 @@ from autodbg.backends import socket as socket_backend
 from autodbg.messages import say
 
 CONSOLE_POLL = 0.2  # seconds between tries of a taken terminal while waiting on the socket
+
+
+def _loopback(host):
+    """Tell whether ``host`` (an address or ``localhost``; no name is looked up) is a loopback one."""
+    import ipaddress
+
+    if host is None:
+        return False
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _store_host():
+    address = identity.store_address()
+    return None if address is None else address.rpartition(":")[0]
 
 
 class Clients:
@@ -71,19 +92,13 @@ class Clients:
         channel = self._try_console()
         if channel is not None or self._cfg.wait <= 0:
             return channel
-        tcp_host = token = None
-        if identity.multinode() and "torch.distributed" in sys.modules:
-            # Other nodes reach the session through the job's store and TCP.
-            import secrets
-
-            tcp_host, token = self._cfg.listen, secrets.token_hex(16)
         try:
-            self.server = socket_backend.Server(
-                os.path.join(self._folder, f"{os.getpid()}.sock"), tcp_host, token
-            )
+            self.server = socket_backend.Server(os.path.join(self._folder, f"{os.getpid()}.sock"))
         except OSError as error:
             say(f"cannot open the session's socket: {error.strerror or error}; no debugger session")
             return None
+        if self._cfg.listen is not None:
+            self._listen_tcp(self._cfg.listen)
         self._publication.publish("waiting", self.server)
         if (
             self._cfg.launcher is None or self._cfg.launcher != os.getppid()
@@ -159,6 +174,37 @@ class Clients:
         for fd in (self._wake_r, self._wake_w):
             if fd is not None:
                 os.close(fd)
+
+    def _listen_tcp(self, address):
+        """Also listen on TCP at ``address`` (``AUTODBG_LISTEN``), or say in one line why not.
+
+        A loopback address is refused in a job of several hosts: the others
+        cannot reach it, and on theirs a client would find whatever listens on
+        its own loopback. A job whose store is on a loopback address
+        (``MASTER_ADDR``) has every node on this host, as its nodes reached
+        the store there: loopback is what they all reach.
+        """
+        from autodbg import keys
+
+        if _loopback(address) and identity.multinode() and not _loopback(_store_host()):
+            say(
+                f"AUTODBG_LISTEN={address} is a loopback address, which the other hosts of this "
+                "job cannot reach: no TCP listener (set AUTODBG_LISTEN to 0.0.0.0 or to an "
+                "address of this host that they reach)"
+            )
+            return
+        try:
+            key = keys.load(self._cfg.key_file, create=True)
+        except keys.KeyFileError as error:
+            say(f"{error}; no TCP listener (AUTODBG_LISTEN), the Unix socket works")
+            return
+        try:
+            self.server.listen_tcp(address, key)
+        except OSError as error:
+            say(
+                f"cannot listen on TCP at {address} (AUTODBG_LISTEN): "
+                f"{error.strerror or error}; the Unix socket works"
+            )
 
     def _why_not_console(self):
         if self._may_take_console and console_backend.in_foreground(sys.__stdin__.fileno()):

@@ -46,7 +46,9 @@ VARIABLES = {
     "AUTODBG_PG_TIMEOUT": "7200",
     "AUTODBG_COLLATERAL": "skip",
     "AUTODBG_LAUNCHER": "set by autodbg",
-    "AUTODBG_LISTEN": "127.0.0.1",
+    "AUTODBG_LISTEN": "unset (no TCP)",
+    "AUTODBG_REMOTE": "ssh {host}",
+    "AUTODBG_KEY_FILE": "~/.config/autodbg/key",
 }
 
 
@@ -76,6 +78,8 @@ FIELDS = (
     "collateral",
     "launcher",
     "listen",
+    "remote",
+    "key_file",
     "hang",
 )
 _settings: dict = {}  # this process's settings read so far (from os.environ): field -> value
@@ -157,7 +161,12 @@ def _config():
                     peer is gone or in a session) or ``debug`` (a session anyway).
                 launcher (int | None): pid of the autodbg-aware torchrun launcher that
                     announces this process's sessions (``AUTODBG_LAUNCHER``, set by it).
-                listen (str): address a multi-node job's sessions listen on with TCP.
+                listen (str | None): address that sessions listen on with TCP, for
+                    clients on other hosts (opt-in); None: no TCP listener.
+                remote (str): the command that runs a command on another host of the
+                    job, ``{host}`` standing for the host (``ssh {host}``).
+                key_file (str): the per-user key file of the TCP mode's
+                    challenge-response, ``~`` expanded.
                 break_signal (int | None): signal number that opens a session at the
                     main thread's current frame (a live attach), None when ``off``.
                 hang (float | None): seconds without progress of the main thread after
@@ -246,7 +255,17 @@ def _read(name, environ, warn):
     if name == "launcher":
         launcher = environ.get("AUTODBG_LAUNCHER", "").strip()
         return int(launcher) if launcher.isdigit() else None
-    return environ.get("AUTODBG_LISTEN", "").strip() or "127.0.0.1"  # listen
+    if name == "remote":
+        remote = environ.get("AUTODBG_REMOTE", "").strip() or "ssh {host}"
+        if "{host}" not in remote:
+            warn(_bad("AUTODBG_REMOTE", remote, "a command with {host} in it", "ssh {host}"))
+            remote = "ssh {host}"
+        return remote
+    if name == "key_file":
+        return os.path.expanduser(
+            environ.get("AUTODBG_KEY_FILE", "").strip() or "~/.config/autodbg/key"
+        )
+    return environ.get("AUTODBG_LISTEN", "").strip() or None  # listen
 
 
 def _seconds(environ, variable, default, least, warn):

@@ -12,13 +12,23 @@ autodbg's subclass changes two things and keeps every command of the base:
 * a ``breakpoint()`` reached by one of its own commands (``p helper()``)
   opens a nested prompt on the same client, ``(ipdb>)``, like the prompt of
   pdb's ``debug`` command; ``c`` or ``q`` there returns to the outer prompt
-  (:meth:`_AutodbgMixin.autodbg_nested`).
+  (:meth:`_AutodbgMixin.autodbg_nested`);
+* the prompt names the rank, ``[rank 1] ipdb> `` (as ``(rank-1-pdb)`` of
+  ``torch.distributed.breakpoint``'s debugger), and on the terminal, which the
+  ranks of a job share, the session says once whose debugger it is now
+  (:meth:`autodbg.session.Session.took_terminal`) and, before each prompt,
+  which other sessions of the job a client can attach to
+  (:meth:`autodbg.session.Session.others_line`): lines printed by anyone else
+  meanwhile would land inside the prompt;
+* each stop publishes the stack it stopped in, for ``autodbg stack``
+  (:meth:`autodbg.session.Session.stopped_at`).
 """
 
 import contextlib
 import os
 import sys
 
+from autodbg import guard, identity
 from autodbg.messages import say
 
 
@@ -68,6 +78,7 @@ def create(session, channel, kind, post_mortem, nested=False):
     if hasattr(base, "pt_init"):
         options["pt_session_options"] = _prompt_options(channel)
     debugger = cls(**options)
+    debugger.prompt = identity.current.label() + debugger.prompt
     debugger.autodbg_session = session
     debugger.autodbg_post_mortem = post_mortem
     debugger.autodbg_nested_in = nested
@@ -151,8 +162,16 @@ class _AutodbgMixin:
             self.set_theme_name("nocolor" if channel.kind == "line" else self._autodbg_theme)
         if hasattr(self, "pt_init") and not prompt_ready:
             self.pt_init(_prompt_options(channel))
+        if channel.kind == "console":
+            header = guard.call("the terminal's header line", self.autodbg_session.took_terminal)
+            if header:
+                self.message(header)
 
     def cmdloop(self, intro=None):
+        if self.autodbg_session is None:
+            # The recursive debugger of the `debug` command, made by IPython as
+            # self.__class__(stdin=..., stdout=...): the base's loop on those.
+            return super().cmdloop(intro)
         # cmd.Cmd.cmdloop's contract, with the line read from the current channel.
         self.preloop()
         stop = None
@@ -191,6 +210,12 @@ class _AutodbgMixin:
                 return "EOF"
             self.autodbg_bind(self.autodbg_session.channel)
         channel = self._autodbg_channel
+        if channel.kind == "console":
+            others = guard.call(
+                "the terminal's line of other sessions", self.autodbg_session.others_line
+            )
+            if others:
+                self.message(others)
         if channel.kind != "line" and hasattr(self, "pt_app"):
             completer = self._ptcomp.ipy_completer
             completer.namespace = getattr(self, "_curframe_locals", self.curframe.f_locals)
@@ -233,8 +258,8 @@ class _AutodbgMixin:
         return None
 
     def interaction(self, frame, tb):
-        from autodbg import guard
-
+        if tb is None and frame is not None and self.autodbg_session is not None:
+            guard.call("the publishing of a stop", self.autodbg_session.stopped_at, frame)
         with guard.inside("at a debugger prompt"):
             super().interaction(frame, tb)
         # After a breakpoint(), the session lasts while the debugger may stop again.
@@ -271,9 +296,9 @@ class _AutodbgMixin:
             post_mortem=False,
             nested=True,
         )
-        nested.prompt = f"({self.prompt.strip()}) "
+        nested.prompt = f"({self.prompt.strip()}) "  # as IPython's `debug` makes it
         bottom = frame
-        while bottom.f_back is not None and not _is_machinery(bottom.f_back):
+        while bottom.f_back is not None and not is_machinery(bottom.f_back):
             bottom = bottom.f_back
         nested.botframe = bottom
         nested.message(
@@ -281,13 +306,20 @@ class _AutodbgMixin:
             "outer prompt's command; `c` returns to the outer prompt"
         )
         tracer = sys.gettrace()
+        frames = self.autodbg_session.frames
         try:
             nested.interaction(frame, None)
         finally:
             sys.settrace(tracer)
+            guard.call("the publishing of a stop", self.autodbg_session.show_frames, frames)
 
 
-def _is_machinery(frame):
+def is_machinery(frame):
+    """Tell whether ``frame`` runs code of autodbg, the debugger or its prompt (see ``_MACHINERY``).
+
+    Args:
+        frame (types.FrameType): any frame.
+    """
     name = frame.f_globals.get("__name__") or ""
     return name.partition(".")[0] in _MACHINERY
 

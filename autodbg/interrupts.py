@@ -12,8 +12,12 @@ be set), :class:`EndOnSignal` holds those two signals: its handler tells the
 client and stderr in one line, ends the session (terminal modes back, record
 and socket removed), and hands the signal to what was there before, default
 action included (the process then dies of that signal, as without autodbg).
-A handler installed from C (``signal.getsignal`` returns None) is left alone:
-Python could not put it back.
+A handler installed from C is left alone, since Python could not put it back:
+one from before Python started (``signal.getsignal`` returns None), and one
+installed since (torch's DataLoader workers' SIGTERM handler, which ends a
+worker quietly when its parent stops it), which ``getsignal`` still reports
+as ``SIG_DFL``: the kernel's ``SigCgt`` mask (:func:`autodbg.registry.catches`)
+shows it.
 """
 
 import os
@@ -58,9 +62,13 @@ class EndOnSignal:
         """Hold the signals (main thread only; those with a C handler are left alone)."""
         if threading.current_thread() is not threading.main_thread():
             return
+        from autodbg import registry
+
         for signum in ENDING:
             previous = signal.getsignal(signum)
-            if previous is None:
+            if previous is None or (
+                previous in (signal.SIG_DFL, signal.SIG_IGN) and registry.catches("self", signum)
+            ):
                 continue
             self._previous[signum] = previous
             signal.signal(signum, self._handle)

@@ -9,7 +9,14 @@ its test (in tests/test_launcher.py unless named otherwise):
   then on autodbg announces each new session of its workers (and their
   children) on the launcher's stderr, so it shows even with ``--redirects``,
   ``--tee`` or ``--local-ranks-filter``
-  (test_torchrun.py::test_rank_session_attach_detach_and_quit);
+  (test_torchrun.py::test_rank_session_attach_detach_and_quit); but never
+  while a worker's debugger has the terminal: that session names the others
+  before its next prompt (test_shared_terminal.py);
+* ``_start_workers(worker_group)`` runs after ``_rendezvous`` set the group's
+  ``master_addr``, ``master_port``, ``group_rank`` and ``store`` (the
+  rendezvous backend's store under a ``PrefixStore``): autodbg writes the
+  node's job record from them (:mod:`autodbg.discovery`;
+  test_discovery.py::test_c10d_rendezvous_endpoint_leads_to_the_workers_store);
 * when a worker exits, torchrun's process context (``PContext.close`` in
   ``torch/distributed/elastic/multiprocessing/api.py``, reached from
   ``SubprocessContext._poll`` and from the agent's ``_shutdown``) SIGTERMs every
@@ -142,11 +149,62 @@ def patch_agent(module):
     def _start_workers(*args, **kwargs):
         pids = start(*args, **kwargs)
         guard.call("torchrun's announcer", _Announcer.start)
+        guard.call("the job record", _record_job, *args, **kwargs)
         return pids
 
     agent._start_workers = _start_workers
     # Workers inherit this: their sessions leave the announcement to the launcher.
     os.environ["AUTODBG_LAUNCHER"] = str(os.getpid())
+
+
+_job_records: dict = {}  # workers' store "HOST:PORT" -> its discovery.Announcement
+
+
+def _record_job(agent, worker_group, *args, **kwargs):
+    """Write this node's job record for the workers just started (:mod:`autodbg.discovery`).
+
+    Reads what torch's agent decided in ``_rendezvous`` (torch 2.13,
+    ``torch/distributed/elastic/agent/server/api.py``): the worker group's
+    ``master_addr``/``master_port`` (the workers' store), ``group_rank``,
+    ``group_world_size``, ``workers`` (their ``global_rank``), and its
+    ``store``, a ``PrefixStore`` over the rendezvous backend's store (for
+    c10d, a ``TCPStore`` at the endpoint).
+    Once per workers' store: a restart in the same store keeps its record.
+    """
+    import torch.distributed as dist
+
+    from autodbg import discovery, identity
+
+    address = f"{worker_group.master_addr}:{worker_group.master_port}"
+    if address in _job_records:
+        return
+    backend = worker_group.store
+    while isinstance(backend, dist.PrefixStore):
+        backend = backend.underlying_store
+    rendezvous = None
+    if isinstance(backend, dist.TCPStore) and f"{backend.host}:{backend.port}" != address:
+        rendezvous = f"{backend.host}:{backend.port}"
+    run_id = worker_group.spec.rdzv_handler.get_run_id()
+    workers = {
+        "RANK": "0",
+        "TORCHELASTIC_RUN_ID": run_id,
+        "MASTER_ADDR": str(worker_group.master_addr),
+        "MASTER_PORT": str(worker_group.master_port),
+    }
+    record = discovery.node_record(
+        identity.from_env(workers).job,  # the job folder the workers' identity names
+        run_id,
+        address,
+        rendezvous,
+        worker_group.group_rank,
+        nnodes=worker_group.group_world_size,
+        ranks=sorted(worker.global_rank for worker in worker_group.workers),
+    )
+    for earlier in _job_records.values():
+        earlier.withdraw()  # a new round in another store: the old record is stale
+    _job_records.clear()
+    _job_records[address] = discovery.Announcement(record)
+    _job_records[address].publish()
 
 
 def _forward_ctrl_c(signum, frame=None):
@@ -223,9 +281,40 @@ def _sessions():
 
 def _terminal_owner():
     for record in _sessions():
-        if record.get("socket") is None and record.get("state") == "attached":
+        # A session that waited on its socket for the terminal still lists the socket.
+        if record.get("state") == "attached" and (
+            record.get("socket") is None or record.get("console")
+        ):
             return record
     return None
+
+
+def _say_between_prompts(lines):
+    """Print ``lines`` unless a debugger session has the terminal (never over its prompt).
+
+    Holds the terminal lock while it prints (:func:`autodbg.backends.console.between_prompts`);
+    never blocks.
+
+    Args:
+        lines (list[str]): the lines, without the ``autodbg:`` prefix.
+
+    Returns:
+        bool: True when the lines are printed, or need not be: one of the
+        launcher's workers has the terminal, and its session names the other
+        sessions itself before it draws its next prompt (:mod:`autodbg.session`).
+        False when another process's session has it: try again later.
+    """
+    from autodbg.backends import console
+
+    try:
+        root = registry.runtime_dir(config.current().dir)
+    except registry.RuntimeDirError:
+        return True  # no session can hold the terminal without the runtime directory
+    with console.between_prompts(root) as free:
+        if free:
+            for line in lines:
+                say(line)
+    return free or _terminal_owner() is not None
 
 
 def _who(record):
@@ -260,11 +349,11 @@ def _hold_while_sessions_open():
         names = ", ".join(_who(r) for r in open_sessions)
         if not said:
             have = "has a debugger session" if len(open_sessions) == 1 else "have debugger sessions"
-            say(
+            line = (
                 f"a worker exited, but {names} {have} open: the job keeps running until it ends "
                 f"(at most {wait:g} s without a client; autodbg attach {_target(open_sessions[0])})"
             )
-            said = True
+            said = _say_between_prompts([line])
         if time.monotonic() > deadline:
             say(
                 f"no client on {names}'s session within {wait:g} s (AUTODBG_WAIT); stopping the job"
@@ -304,7 +393,10 @@ def _running(pid):
 
 
 class _Announcer:
-    """A daemon thread that prints one line for each new session of the launcher's workers."""
+    """A daemon thread that prints one line for each new session of the launcher's workers.
+
+    Never while one of them has the terminal (:func:`_say_between_prompts`).
+    """
 
     _thread = None
 
@@ -320,18 +412,21 @@ class _Announcer:
     def _run():
         seen = set()
         while True:
+            fresh = {}
             for record in _sessions():
                 key = (record["pid"], record.get("started"))
                 if key in seen or record.get("state") == "opening":
                     continue  # announced already, or its socket is not open yet
-                seen.add(key)
                 if record.get("socket") is None:
-                    continue  # on the terminal: its prompt says it all, a line would only garble it
-                what = record.get("exception") or "breakpoint()"
-                say(
-                    f"{_who(record)} is in a debugger session: {what} at {record['where']}; "
+                    seen.add(key)  # on the terminal: its session's header says it all
+                    continue
+                fresh[key] = (
+                    f"{_who(record)} is in a debugger session: "
+                    f"{record.get('exception') or 'breakpoint()'} at {record['where']}; "
                     f"attach with: autodbg attach {_target(record)}  (or: nc -U {record['socket']})"
                 )
+            if fresh and _say_between_prompts(list(fresh.values())):
+                seen.update(fresh)
             time.sleep(POLL)
 
 

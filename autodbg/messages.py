@@ -19,6 +19,7 @@ FAILURES = (
     "could not update the stack file's header",
     "stack dumps of this child go to its parent's file",
     "not installed:",  # the bootstrap failed: Python goes on without autodbg
+    "cannot listen on TCP",  # AUTODBG_LISTEN set, but the session has no TCP listener
 )
 
 

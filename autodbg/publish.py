@@ -46,19 +46,21 @@ class Publication:
             **self._fields,
             "argv": list(sys.argv),
             "process_started": registry.process_started(os.getpid()),
-            "tcp": None,
-            "token": None,
         }
         tcp = None if server is None else server.tcp_address
         if tcp is not None:
+            # A wildcard address is every interface: the other hosts know this one by its name.
             host = ident.host if tcp[0] in ("0.0.0.0", "::", "") else tcp[0]
-            record.update(tcp=f"{host}:{tcp[1]}", token=server.token)
+            record["tcp"] = f"[{host}]:{tcp[1]}" if ":" in host else f"{host}:{tcp[1]}"
         try:
             registry.write(self.path, record)
         except OSError as error:
             say(f"cannot write the session record {self.path}: {error.strerror}")
-        if tcp is not None:
-            self._publish_in_store(record)
+        if server is not None and "torch.distributed" in sys.modules:
+            from autodbg import store
+
+            if store.job_address():  # torchrun's, or the default process group's (srun, mpirun)
+                self._publish_in_store(record)
 
     def withdraw(self):
         """Remove the record here and in the store; never raises."""
@@ -76,7 +78,7 @@ class Publication:
             return
         try:
             if self._store is None:
-                self._store = store.Publication(store.connect(identity.store_address()))
+                self._store = store.Publication(store.connect(store.job_address()))
             self._store.write(record)
         except Exception as error:  # the job's store is the job's: never fail the session for it
             say(

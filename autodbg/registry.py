@@ -260,8 +260,8 @@ def sessions(root):
         if not os.path.isdir(folder) or os.path.islink(folder):
             continue
         for name in _listdir(folder):
-            if not name.endswith(".json"):
-                continue
+            if not name.endswith(".json") or name.startswith("node."):
+                continue  # node.<host>.json: a job record (autodbg.discovery), no session
             path = os.path.join(folder, name)
             try:
                 with open(path) as source:

@@ -47,7 +47,10 @@ def post_mortem(exc, tb, thread=None):
         last = last.tb_next
     if thread is not None and thread.daemon:
         atexit.register(_wait_for_sessions)
-    session = Session(_one_line(exc), _where(last.tb_frame, last.tb_lineno), thread)
+    session = Session(
+        _one_line(exc), _where(last.tb_frame, last.tb_lineno), thread, _traceback_frames(tb)
+    )
+    session.opened_at = (None, tb)
     try:
         with guard.inside("opening a debugger session"):
             if not session.open():
@@ -90,7 +93,8 @@ def set_trace(frame, intro=None, socket_only=False):
         else:
             current.debugger.set_trace(frame)  # a later breakpoint() of a breakpoint() session
         return
-    session = Session(None, _where(frame, frame.f_lineno), None)
+    session = Session(None, _where(frame, frame.f_lineno), None, stack_frames(frame))
+    session.opened_at = (frame, None)
     try:
         with guard.inside("opening a debugger session"):
             channel = session.channel = (
@@ -191,6 +195,81 @@ def _where(frame, lineno):
     return f"{frame.f_code.co_filename}:{lineno} in {frame.f_code.co_name}"
 
 
+MAX_FRAMES = 100  # frames a record keeps, the innermost ones (faulthandler shows as many)
+
+
+def _traceback_frames(tb):
+    frames = []
+    while tb is not None:
+        frames.append(_frame_entry(tb.tb_frame, tb.tb_lineno))
+        tb = tb.tb_next
+    return frames
+
+
+def stack_frames(frame):
+    """Return the stack that ends at ``frame`` as a record lists it, without the debugger's frames.
+
+    Args:
+        frame (types.FrameType): where the debugger stopped.
+
+    Returns:
+        list[dict]: ``{"file", "line", "function"}`` per frame, outermost first,
+        leaving out autodbg's, the debugger's and its prompt's frames
+        (:func:`autodbg.debugger.is_machinery`: a nested prompt's stack
+        passes through them).
+    """
+    from autodbg import debugger
+
+    frames = []
+    while frame is not None:
+        if not debugger.is_machinery(frame):
+            frames.append(_frame_entry(frame, frame.f_lineno))
+        frame = frame.f_back
+    return frames[::-1]
+
+
+def _frame_entry(frame, lineno):
+    return {"file": frame.f_code.co_filename, "line": lineno, "function": frame.f_code.co_name}
+
+
+class _Record(Publication):
+    """The session's record, which remembers its state so that a change of frames keeps it."""
+
+    state = None
+    server = None
+
+    def publish(self, state, server=None):
+        self.state, self.server = state, server
+        super().publish(state, server)
+
+    def update(self, fields):
+        """Publish the record again with ``fields`` changed (nothing before its first publish)."""
+        self._fields.update(fields)
+        if self.state is not None:
+            self.publish(self.state, self.server)
+
+
+def _frame_fields(frames):
+    # As a crash record keeps its frames (autodbg.crashes): the innermost, and how many it left out.
+    return {"frames": frames[-MAX_FRAMES:], "frames_omitted": max(0, len(frames) - MAX_FRAMES)}
+
+
+def _name(rank, role, pid):
+    if rank is None:
+        return f"pid {pid}"
+    return f"rank {rank} / {role} (pid {pid})" if role else f"rank {rank}"
+
+
+def _short(where):
+    # ``file:line in function``, the file relative to the working directory when it is inside it.
+    path, colon, rest = where.rpartition(":")
+    try:
+        relative = os.path.relpath(path)
+    except ValueError:
+        return where
+    return where if relative.startswith("..") else f"{relative}{colon}{rest}"
+
+
 class Session:
     """One debugging session of this process; created with the turn held.
 
@@ -198,11 +277,13 @@ class Session:
         exception (str | None): the exception as one line; None for ``breakpoint()``.
         where (str): ``file:line in function`` of the frame it stops in.
         thread (threading.Thread | None): the thread the exception ended.
+        frames (list[dict]): the frames it debugs, outermost first, as
+            :func:`stack_frames` lists them (``autodbg stack`` shows them).
 
     Blocks until no other session of this process is open.
     """
 
-    def __init__(self, exception, where, thread):
+    def __init__(self, exception, where, thread, frames):
         global _current
         if _current is not None and _current.thread_ident == threading.get_ident():
             _current.close()  # a breakpoint() session of this thread that never ended
@@ -218,8 +299,13 @@ class Session:
         self.thread_ident = threading.get_ident()
         self.started = time.time()
         self.debugger = None
+        # pdb's interaction(frame, traceback) arguments: where the debugger opens (autodbg.cast)
+        self.opened_at = (None, None)
         self.clients = None
         self.channel = None  # the current client's, once there is one
+        self.frames = frames
+        self._console_named = False  # whether the terminal was told whose debugger it is
+        self._named = set()  # the other sessions named on the terminal, (pid, started)
         self._publication = None
         self._signals = interrupts.EndOnSignal(self._end_on_signal)
         self._closed = False
@@ -245,8 +331,11 @@ class Session:
             "started": self.started,
             "reason": "exception" if self.exception else "breakpoint",
             "thread": self.thread_name,
+            # What `autodbg stack` shows for this thread instead of the prompt's frames.
+            "thread_id": f"0x{self.thread_ident:016x}",  # as faulthandler prints it
+            **_frame_fields(self.frames),
         }
-        self._publication = Publication(os.path.join(folder, f"{os.getpid()}.json"), fields)
+        self._publication = _Record(os.path.join(folder, f"{os.getpid()}.json"), fields)
         # From now on the CLI sends this process no break signal.
         self._publication.publish("opening")
         from autodbg import ptrace
@@ -264,6 +353,77 @@ class Session:
         )
         self._signals.install()
         return True
+
+    def stopped_at(self, frame):
+        """Publish the stack that ends at ``frame``, where the debugger stopped (each stop)."""
+        self.show_frames(stack_frames(frame))
+
+    def show_frames(self, frames):
+        """Publish ``frames`` (see :func:`stack_frames`) as the ones this session debugs now.
+
+        For a ``breakpoint()`` session at each stop, and after a nested prompt.
+        """
+        if frames != self.frames and not self._closed and self._publication is not None:
+            self.frames = frames
+            self._publication.update(_frame_fields(frames))
+
+    def took_terminal(self):
+        """Note that the terminal is this session's client now; return the line that says so, or None.
+
+        Publishes ``console: true`` in the record (a session that waited on its
+        socket first still lists its socket there), by which torchrun's launcher
+        knows the terminal's owner (:func:`autodbg.launcher._terminal_owner`).
+        The line comes once, from a session of a rank (or of a process that
+        waited for the terminal: another process had it), before its first
+        prompt there: the terminal may have been another rank's a moment ago.
+        """
+        if self._console_named or self.clients is None:
+            return None
+        self._console_named = True
+        self._publication.update({"console": True})
+        waited = self.clients.server is not None  # it listened on its socket meanwhile
+        if self.identity.rank is None and not waited:
+            return None
+        me = _name(self.identity.rank, self.identity.role, os.getpid())
+        now = f"the terminal is free: it is {me}'s" if waited else f"this terminal is {me}'s"
+        what = self.exception or "breakpoint()"
+        return f"autodbg: {self.identity.label()}{what} at {_short(self.where)}; {now} debugger now"
+
+    def others_line(self):
+        """Return one line naming the job's other sessions open to a client, new ones only.
+
+        A session on the terminal says it before each prompt: torchrun's
+        launcher does not announce sessions while a worker's debugger has the
+        terminal (:mod:`autodbg.launcher`), since its line would land in that
+        prompt. Reads the runtime directory; never blocks.
+
+        Returns:
+            str | None: None when there is no session it has not named yet.
+        """
+        try:
+            found = registry.sessions(registry.runtime_dir(self.config.dir))
+        except registry.RuntimeDirError:
+            return None
+        others = [
+            r
+            for r in found
+            if r.get("job") == self.identity.job
+            and r["pid"] != os.getpid()
+            and r.get("socket") is not None  # opening, or another terminal's: no attaching
+            and not r.get("console")
+            and (r["pid"], r.get("started")) not in self._named
+        ]
+        if not others:
+            return None
+        self._named.update((r["pid"], r.get("started")) for r in others)
+        names = [_name(r.get("rank"), r.get("role"), r["pid"]) for r in others]
+        if len(names) == 1:
+            listed = f"{names[0]} is in a debugger session too"
+        else:
+            listed = f"{', '.join(names[:-1])} and {names[-1]} are in debugger sessions too"
+        first = others[0]
+        target = first["pid"] if first.get("rank") is None or first.get("role") else first["rank"]
+        return f"autodbg: {listed}: autodbg attach {target}"
 
     def next_channel(self):
         """Detach the current socket client and wait for the next one.

@@ -25,6 +25,11 @@ The richer Python path (``autodbg stack --locals``)
     it in C code does not, and then the dump comes without locals.
     asyncio tasks are not listed.
 
+``autodbg cast``
+    The same thread also looks, with one ``stat`` a poll, for
+    ``<pid>.stack.cast``, a request of ``autodbg cast``, and answers it
+    (:func:`autodbg.cast.answer`): no signal, so no dump on stderr.
+
 Why a file first and stderr second, and not the other way round
     ``faulthandler`` writes to one file descriptor, from a C signal handler
     that runs even while the main thread is blocked in C (a gloo
@@ -45,8 +50,11 @@ The CLI's side
     :func:`processes` lists the live ``.stack`` files; :func:`collect` signals
     every target at once and polls the files in one loop until each dump is
     complete or the deadline passes; :func:`parse` reads ``faulthandler``'s
-    text; :func:`groups` merges processes whose main threads stand in the
-    same place; :func:`render` prints the groups, odd ones out first.
+    text; a process in a debugger session shows, for the session's thread,
+    the frames the session debugs, from its record (:func:`show_session`), not
+    its prompt's; :func:`groups` merges processes whose main threads (or
+    sessions) stand in the same place; :func:`render` prints the groups, odd
+    ones out first.
 """
 
 import json
@@ -161,6 +169,8 @@ def _serve(fd, done):
     # in the standard library wakes a thread from a signal without taking the
     # process's one wakeup fd (see the module docstring). An error is one line
     # (autodbg.guard) and ends this thread only: dumps still reach the file.
+    # It also answers `autodbg cast`: one stat a poll for its request (autodbg.cast).
+    request = _file + ".cast"
     while fd == _fd:
         size = os.fstat(fd).st_size
         grew = done < size
@@ -175,7 +185,15 @@ def _serve(fd, done):
             done += len(chunk)
         if grew and os.path.exists(_file + ".want"):
             guard.call("the stack-dump thread's --locals answer", _write_locals)
+        if os.path.exists(request):
+            guard.call("the stack-dump thread's cast answer", _answer_cast, request)
         time.sleep(COPY_POLL)
+
+
+def _answer_cast(request):
+    from autodbg import cast  # only when a cast comes
+
+    cast.answer(request)
 
 
 def _write_locals():
@@ -264,7 +282,7 @@ def remove_own_file():
     if _file is not None:
         from autodbg import registry
 
-        registry.remove(_file, _file + ".want", _file + ".locals")
+        registry.remove(_file, _file + ".want", _file + ".locals", _file + ".cast")
 
 
 def _unregister():
@@ -364,7 +382,8 @@ def collect(targets, timeout, with_locals=False):
         ``seconds`` (how long its dump took, None without one), ``dump``
         (the new text, or the last dump in its file when it did not answer),
         ``threads`` (see :func:`parse`; frames get ``locals`` when asked and
-        answered in time) and, when asked, ``locals`` (bool: they came).
+        answered in time), when asked ``locals`` (bool: they came), and for a
+        process in a debugger session ``session`` (see :func:`show_session`).
     """
     from autodbg import registry
 
@@ -420,16 +439,86 @@ def collect(targets, timeout, with_locals=False):
         if not pending or now > deadline:
             break
         time.sleep(COLLECT_POLL)
+    sessions = _session_records(results)
     for result in results:
         if not result["answered"]:
             result["dump"] = last_dump(_read(result["path"], 0))
         result["threads"] = parse(result["dump"], result.get("main_thread"))
+        if result["pid"] in sessions:
+            show_session(result, sessions[result["pid"]])
         if result.get("locals"):
             _add_locals(result["threads"], result["path"] + ".locals")
         if with_locals:
             registry.remove(result["path"] + ".want", result["path"] + ".locals")
         result.pop("path", None)
     return results
+
+
+def _session_records(results):
+    # pid -> session record, from the runtime directories the targets' stack files are in.
+    from autodbg import registry
+
+    roots = {os.path.dirname(os.path.dirname(r["path"])) for r in results}
+    return {record["pid"]: record for root in roots for record in registry.sessions(root)}
+
+
+_PACKAGES = re.compile(r"/(?:site|dist)-packages/(?:autodbg|IPython|ipdb|prompt_toolkit)/")
+
+
+def _machinery(path):
+    # autodbg's, the debugger's and its prompt's code (autodbg installed or from a checkout).
+    return bool(_PACKAGES.search(path)) or path.startswith(_AUTODBG_DIR)
+
+
+_AUTODBG_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+
+def _stdlib(path):
+    global _STDLIB
+    if _STDLIB is None:
+        import sysconfig
+
+        _STDLIB = sysconfig.get_paths()["stdlib"] + os.sep
+    return path.startswith("<frozen ") or (path.startswith(_STDLIB) and "-packages" not in path)
+
+
+_STDLIB = None  # the standard library's directory, once asked
+
+
+def show_session(result, record):
+    """Show a process in a debugger session as the session sees it, not as its prompt runs.
+
+    The session's thread (the record's ``thread_id``) gets the frames the session
+    debugs (the record's ``frames``: the traceback of a post-mortem session, the
+    stack of a ``breakpoint()`` where it stopped) and comes first; other threads
+    lose autodbg's, IPython's and prompt_toolkit's frames, and threads of only
+    those (and the standard library: the prompt's and the socket's threads)
+    are left out.
+
+    Args:
+        result (dict): one of :func:`collect`'s, with its ``threads``; changed in place.
+        record (dict): the process's session record (:mod:`autodbg.session`).
+    """
+    session = {
+        name: record.get(name) for name in ("reason", "exception", "where", "state", "thread_id")
+    }
+    result["session"] = session
+    threads = []
+    for thread in result["threads"]:
+        if thread["id"] == record.get("thread_id"):
+            if record.get("frames") is not None:
+                thread["frames"] = [dict(frame) for frame in record["frames"]]
+                thread["truncated"] = bool(record.get("frames_omitted"))
+            thread["session"] = session
+        frames = thread["frames"]
+        cut = next((i for i, f in enumerate(frames) if _machinery(f["file"])), None)
+        if cut is not None:
+            if "session" not in thread and all(_stdlib(f["file"]) for f in frames[:cut]):
+                continue  # the prompt's or the socket's thread
+            thread["frames"] = frames[:cut]
+        threads.append(thread)
+    threads.sort(key=lambda t: ("session" not in t, not t["main"]))
+    result["threads"] = threads
 
 
 def _add_locals(threads, path):
@@ -527,16 +616,19 @@ def parse(text, main_thread=None):
 
 
 def _main_frames(result):
+    # The first thread's: the main thread, or the thread of a debugger session.
     threads = result["threads"]
-    return (
-        tuple((f["file"], f["line"], f["function"]) for f in threads[0]["frames"])
-        if threads
-        else ()
-    )
+    if not threads:
+        return ()
+    frames = tuple((f["file"], f["line"], f["function"]) for f in threads[0]["frames"])
+    return ("session" in threads[0], *frames)
 
 
 def groups(results):
     """Merge processes whose main threads have the same stack (file, line, function of each frame).
+
+    For a process in a debugger session, the stack of the session's thread
+    (:func:`show_session`), which never merges with one outside a session.
 
     Args:
         results (list[dict]): from :func:`collect`.
@@ -561,9 +653,21 @@ def _order(result):
 
 
 def who(members):
-    """Name a group: ``ranks 0,2,3 (pids 11, 13, 14)``, ``rank 1 (pid 12)``, ``pid 12``."""
+    """Name a group: ``ranks 0,2,3 (pids 11, 13, 14)``, ``rank 1 (pid 12)``, ``pid 12``.
+
+    A group with a member of another host names the hosts:
+    ``ranks 0,1,2,3 (pids 11, 12 on node0; 21, 22 on node1)``.
+    """
     members = sorted(members, key=_order)
     pids = ", ".join(str(r["pid"]) for r in members)
+    here = os.uname().nodename
+    hosts = list(dict.fromkeys(r.get("host") or here for r in members))
+    if hosts != [here]:
+        pids = "; ".join(
+            ", ".join(str(r["pid"]) for r in members if (r.get("host") or here) == host)
+            + f" on {host}"
+            for host in hosts
+        )
     ranks = [r.get("rank") for r in members]
     roles = {r.get("role") for r in members} - {None}
     if all(rank is not None for rank in ranks):
@@ -590,6 +694,26 @@ def _locals_lines(members, thread, index):
             told = "; ".join(f"{value} ({_short_who(owners)})" for value, owners in seen.items())
             lines.append(f"        {name} = {told}")
     return lines
+
+
+def _session_note(members, thread):
+    # ", in a debugger session (post-mortem: IndexError: ...)", with whose when the members differ.
+    if "session" not in thread:
+        return ""
+    seen = {}
+    for member in members:
+        session = member.get("session") or thread["session"]
+        if session["reason"] == "exception":
+            what = f"post-mortem: {session['exception']}"
+        else:
+            what = "stopped at a breakpoint"
+        if session.get("state") == "waiting":
+            what += "; waiting for a client"
+        seen.setdefault(what, []).append(member)
+    if len(seen) == 1:
+        return f", in a debugger session ({next(iter(seen))})"
+    told = "; ".join(f"{what} ({_short_who(owners)})" for what, owners in seen.items())
+    return f", in debugger sessions ({told})"
 
 
 def _short_who(members):
@@ -625,7 +749,7 @@ def render(results, timeout):
         threads = first["threads"] if len(members) == 1 else first["threads"][:1]
         for thread in threads:
             name = "main thread" if thread["main"] else f"thread {thread['id']}"
-            out.append(f"  {name} (most recent call last):")
+            out.append(f"  {name} (most recent call last){_session_note(members, thread)}:")
             if thread["truncated"]:
                 out.append("    ...")
             for index, frame in enumerate(thread["frames"]):

@@ -109,6 +109,31 @@ def _after_init(distributed):
         from autodbg import stacks
 
         stacks.update_identity()  # `autodbg stack` names the rank too
+        guard.call("the job record", _record_job, distributed)
+
+
+def _record_job(distributed):
+    """Learn the default group's store; in a job without torchrun's agent, write the job record.
+
+    The store is where this process's sessions publish
+    (:func:`autodbg.store.job_address`). Under the autodbg-aware torchrun agent
+    the agent wrote the node's job record already (:mod:`autodbg.launcher`);
+    in an ``srun`` or ``mpirun`` job, local rank 0 (or, with no local rank
+    known, the first rank of this host to get here) writes it.
+    """
+    from autodbg import discovery, registry, store
+
+    address = store.learn_default(distributed.distributed_c10d)
+    me = identity.current
+    if address is None or config.current().launcher is not None or me.role is not None:
+        return
+    if me.local_rank not in (0, None):
+        return
+    root = registry.runtime_dir(config.current().dir)
+    if discovery.job_records(root, me.job):
+        return  # another rank of this host wrote it
+    record = discovery.node_record(me.job, None, address, None, None)
+    discovery.Announcement(record).publish()
 
 
 def _default_timeout(original):

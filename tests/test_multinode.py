@@ -1,4 +1,10 @@
-"""Two simulated nodes on this machine: node 0's CLI finds node 1's rank only through the job's store."""
+"""Two simulated nodes on this machine: node 0's CLI finds node 1's rank only through the job's store.
+
+Each node has its own runtime directory, so node 0's CLI may not use node 1's
+socket: it reaches the session in the TCP mode, with the key file both share.
+The job's store is on a loopback address, so every node is on this host and
+a loopback listener is one they all reach.
+"""
 
 import os
 import socket
@@ -6,7 +12,7 @@ import subprocess
 
 import pexpect
 import pytest
-from harness import BIN, records, target, wait_for_record
+from harness import BIN, files_under, target, wait_for_record
 
 pytest.importorskip("torch")
 pytestmark = [pytest.mark.torch, pytest.mark.slow, pytest.mark.timeout(240)]
@@ -25,7 +31,12 @@ def test_rank_of_another_node_through_the_store(env, runtime_dir, start, spawn, 
     env["CRASH_RANKS"] = "3"
     nodes = []
     for node in (0, 1):
-        node_env = dict(env, AUTODBG_DIR=f"{runtime_dir}/n{node}")
+        node_env = dict(
+            env,
+            AUTODBG_DIR=f"{runtime_dir}/n{node}",
+            AUTODBG_LISTEN="127.0.0.1",
+            AUTODBG_KEY_FILE=str(tmp_path / "keys" / "key"),
+        )
         os.mkdir(node_env["AUTODBG_DIR"], 0o700)
         argv = [
             TORCHRUN,
@@ -38,11 +49,11 @@ def test_rank_of_another_node_through_the_store(env, runtime_dir, start, spawn, 
         ]
         nodes.append((start(argv, node_env), node_env))
     remote = wait_for_record(nodes[1][1]["AUTODBG_DIR"], timeout=150, rank=3, state="waiting")
-    assert remote["tcp"].startswith("127.0.0.1:") and remote["token"]
+    assert remote["tcp"].startswith("127.0.0.1:") and "token" not in remote
 
     # Node 0's environment: its own runtime directory has no session, the store has rank 3.
     here = dict(nodes[0][1], MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    assert records(here["AUTODBG_DIR"]) == []
+    assert files_under(here["AUTODBG_DIR"], lambda name: name.endswith(".sock")) == []
     listing = subprocess.run(
         [AUTODBG, "ls", "--json"], env=here, capture_output=True, text=True, timeout=60
     )
@@ -57,12 +68,12 @@ def test_rank_of_another_node_through_the_store(env, runtime_dir, start, spawn, 
     )
     assert "IndexError: list index out of range" in explicit.stdout
 
-    # A wrong token is refused.
+    # A client that does not speak the protocol is refused.
     host, _, tcp_port = remote["tcp"].rpartition(":")
     with socket.create_connection((host, int(tcp_port)), timeout=10) as intruder:
         intruder.sendall(b"AUTODBG-TOKEN 0123456789abcdef\n")
         intruder.settimeout(10)
-        assert b"autodbg: refused: wrong token" in intruder.recv(4096)
+        assert b"autodbg: refused: not an autodbg client" in intruder.recv(4096)
 
     cli = spawn(f"{AUTODBG} attach 3", here)
     cli.expect("ipdb>")

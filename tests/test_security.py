@@ -194,3 +194,169 @@ def test_a_shared_runtime_dir_keeps_other_hosts_files_and_paths_outside(
     assert [path for path in keep if not os.path.exists(path)] == []
     assert important.read_text() == "keep me"
     assert [path for path in gone if os.path.exists(path)] == []
+
+
+FORGED_CLIENT = """
+import json, sys
+from autodbg import client
+try:
+    client.attach(json.loads(sys.argv[1]), ["p 1"])
+except client.AttachError as error:
+    sys.exit(f"autodbg: {error}")
+"""
+
+
+@pytest.mark.parametrize("forgery", ["another user's socket", "outside", "symlink to outside"])
+def test_a_forged_record_is_refused_by_the_client(env, runtime_dir, start, forgery):
+    # A record is data: whoever wrote it, the client connects only to the session's own
+    # socket, <pid>.sock of this user in a job folder of the runtime directory.
+    if forgery == "another user's socket" and os.getuid() != 0:
+        pytest.skip("needs root to chown a socket to another user")
+    import socket
+
+    import psutil
+
+    sleeper = start(["sleep", "120"], env)  # a live process for the record to name
+    folder = os.path.join(runtime_dir, "forged")
+    os.mkdir(folder, 0o700)
+    outside = tempfile.mkdtemp(prefix="adf-", dir="/tmp")
+    try:
+        own_name = os.path.join(folder, f"{sleeper.pid}.sock")
+        if forgery == "another user's socket":
+            path = bound = own_name
+        else:
+            bound = os.path.join(outside, f"{sleeper.pid}.sock")
+            path = bound if forgery == "outside" else own_name
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        listener.bind(bound)
+        listener.listen(1)
+        listener.setblocking(False)
+        if forgery == "another user's socket":
+            os.chown(bound, 65534, 65534)
+        else:
+            if path != bound:
+                os.symlink(bound, path)
+        record = {
+            "pid": sleeper.pid,
+            "rank": None,
+            "host": os.uname().nodename,
+            "job": "forged",
+            "state": "waiting",
+            "socket": path,
+            "exception": "E",
+            "where": "x:1 in f",
+            "started": time.time(),
+            "process_started": psutil.Process(sleeper.pid).create_time(),
+        }
+        write_json(os.path.join(folder, f"{sleeper.pid}.json"), record)
+        cli = subprocess.run(
+            ["autodbg", "attach", str(sleeper.pid)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+        assert cli.returncode == 1 and len(cli.stderr.splitlines()) == 1, cli.stderr
+        assert f"refused the record's socket {path!r}" in cli.stderr, cli.stderr
+        with pytest.raises(BlockingIOError):
+            listener.accept()  # nothing connected
+        assert os.path.lexists(path) and os.path.exists(bound)  # nothing deleted
+        assert os.path.exists(os.path.join(folder, f"{sleeper.pid}.json"))
+        listener.close()
+    finally:
+        shutil.rmtree(outside, ignore_errors=True)
+
+
+def test_a_record_of_another_host_without_tcp_is_refused(env, runtime_dir, tmp_path):
+    # Its socket path names a file of that host: never connected to from here.
+    import socket
+
+    bound = os.path.join(runtime_dir, "4242.sock")
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(bound)
+    listener.listen(1)
+    listener.setblocking(False)
+    record = {"pid": 4242, "host": "elsewhere-node-7", "job": "j", "socket": bound}
+    out = subprocess.run(
+        [PYTHON, "-c", FORGED_CLIENT, json.dumps(record)],
+        env=dict(env, AUTODBG="0"),
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert out.returncode == 1 and out.stderr.splitlines() == [
+        (
+            "autodbg: it runs on host elsewhere-node-7, and it does not listen on TCP: "
+            "reach it from elsewhere-node-7 (`autodbg attach` there)"
+        )
+    ], out.stderr
+    with pytest.raises(BlockingIOError):
+        listener.accept()
+    assert os.path.exists(bound)
+    listener.close()
+
+
+def test_a_client_that_vanishes_at_once_does_not_end_the_session(env, runtime_dir, start):
+    # Before the debugger reads its first command, a hang-up is not a running command's:
+    # interrupting then would end the session that was opening for the client.
+    import socket
+
+    proc = start([PYTHON, target("crash.py")], env)
+    proc.wait_for("waiting up to")
+    path = files_under(runtime_dir, lambda name: name.endswith(".sock"))[0]
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
+        client.connect(path)
+    proc.wait_for("client detached; waiting")
+    out = subprocess.run(
+        ["autodbg", "attach", str(proc.pid), "-c", "p secret * 1111"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert out.returncode == 0 and "46662" in out.stdout, out.stdout + out.stderr
+    assert "no debugger session" not in proc.output
+
+
+@pytest.mark.timeout(120)
+def test_forged_records_in_the_store_are_left_out(env, runtime_dir):
+    # Anyone who reaches the job's store may write there: a record without a pid,
+    # or one naming a host that no node of the job registered, is not listed, and
+    # `attach` is never sent there.
+    dist = pytest.importorskip("torch.distributed")
+    import datetime
+
+    server = dist.TCPStore(
+        "127.0.0.1", 0, is_master=True, wait_for_workers=False, timeout=datetime.timedelta(10)
+    )
+    address = f"127.0.0.1:{server.port}"
+    node = {"host": "node-a", "job": "j", "pid": 1, "dir": "/nonexistent"}
+    server.set(f"autodbg/node/{server.add('autodbg/nodes', 1)}", json.dumps(node))
+    base = {"job": "j", "rank": 3, "state": "waiting", "exception": "E", "where": "x:1 in f"}
+    for record in (
+        dict(base, host="node-a", pid=4242),  # the one real-looking record
+        dict(base, host="evil.example", pid=4343),  # no node of the job is there
+        dict(base, host="node-a"),  # no pid
+        "not a record",
+    ):
+        server.set(f"autodbg/session/{server.add('autodbg/sessions', 1)}", json.dumps(record))
+
+    def cli(*args):
+        return subprocess.run(
+            [os.path.join(os.path.dirname(PYTHON), "autodbg"), *args, "--store", address],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
+    listing = cli("ls", "--json")
+    assert listing.returncode == 0, listing.stderr
+    assert [(r["host"], r["pid"]) for r in json.loads(listing.stdout)] == [("node-a", 4242)]
+    refused = cli("attach", "--pid", "4343")
+    assert refused.returncode == 1
+    assert refused.stderr.startswith("autodbg: no open session for pid 4343"), refused.stderr

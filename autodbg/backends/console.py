@@ -17,6 +17,7 @@ question goes to the nearest ancestor whose controlling terminal it is
 (torchrun): whether that ancestor's process group is the foreground one.
 """
 
+import contextlib
 import fcntl
 import os
 import sys
@@ -70,6 +71,54 @@ def in_foreground(fd=0):
     return False
 
 
+def _lock(root):
+    """Take the terminal lock without blocking: ``(fd, path)``, or None when it is taken."""
+    path = registry.tty_lock_path(root, sys.__stdin__.fileno())
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        # The holder removes the file before it lets go (no file is left
+        # behind): a lock taken on a file that was removed meanwhile is no lock.
+        if os.stat(path).st_ino != os.fstat(fd).st_ino:
+            raise OSError("the lock file was replaced")
+    except OSError:
+        os.close(fd)
+        return None
+    return fd, path
+
+
+@contextlib.contextmanager
+def between_prompts(root):
+    """Keep the terminal's debuggers from drawing a prompt while the caller prints a line.
+
+    For a process that prints on a terminal its children's debuggers may read
+    (torchrun's launcher): it holds the terminal lock for the time of the
+    print, so that no session takes the terminal and draws its prompt
+    meanwhile. Never blocks, and leaves the terminal's modes alone.
+
+    Args:
+        root (str): the runtime directory, which holds the lock file.
+
+    Yields:
+        bool: True when the caller may print now (the lock is held, or no
+        debugger may read this terminal: none on stdin and stdout, or this job
+        is in the background); False when a session has the terminal.
+    """
+    if not has_terminal() or not in_foreground(sys.__stdin__.fileno()):
+        yield True
+        return
+    lock = _lock(root)
+    if lock is None:
+        yield False
+        return
+    fd, path = lock
+    try:
+        yield True
+    finally:
+        registry.remove(path)
+        os.close(fd)
+
+
 class Console:
     """The terminal on stdin/stdout, owned by this process until :meth:`release`.
 
@@ -101,18 +150,8 @@ class Console:
         """
         if not has_terminal() or not in_foreground(sys.__stdin__.fileno()):
             return None
-        path = registry.tty_lock_path(root, sys.__stdin__.fileno())
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            # The holder removes the file before it lets go (no file is left
-            # behind): a lock taken on a file that was removed meanwhile is no lock.
-            if os.stat(path).st_ino != os.fstat(fd).st_ino:
-                raise OSError("the lock file was replaced")
-        except OSError:
-            os.close(fd)
-            return None
-        return cls(fd, path)
+        lock = _lock(root)
+        return None if lock is None else cls(*lock)
 
     def channel(self):
         """Return the channel for the debugger: the process's original stdin and stdout."""

@@ -18,20 +18,41 @@ One socket, two kinds of client, told apart by the first line:
 The server checks the peer's uid with ``SO_PEERCRED`` and refuses any other
 user (manhole's ``check_credentials``), on top of the socket's 0600 mode and
 the runtime directory's 0700.
+
+In the TCP mode (``AUTODBG_LISTEN``, opt-in) the session also listens on
+TCP, where no peer credentials exist: a TCP client and the session first
+prove to each other that they hold the user's key (:mod:`autodbg.keys`)::
+
+    client: AUTODBG-TCP/1 <client nonce, hex>
+    server: AUTODBG-NONCE <server nonce, hex>
+    client: AUTODBG-PROOF <HMAC(key, client | nonces), hex>
+    server: AUTODBG-PROOF <HMAC(key, server | nonces), hex>   (or one refusal line)
+
+and then the client goes on as on the Unix socket, every byte in frames
+that carry an HMAC (:func:`autodbg.keys.seal`). Each TCP client is
+authenticated on a thread of its own, bounded by :data:`AUTH_WAIT` seconds,
+so that a client that sends nothing or garbage delays neither the session
+nor the next client; the session meets only clients that passed.
 """
 
+import collections
 import os
 import select
 import socket
 import struct
 import termios
 import threading
+import time
 
 HANDSHAKE = b"AUTODBG-ATTACH/1"
 READY = b"AUTODBG-READY\n"
-TOKEN = b"AUTODBG-TOKEN"  # first line of a TCP client: AUTODBG-TOKEN <the session's token>
 HANDSHAKE_WAIT = 0.3  # seconds; ``autodbg attach`` sends its line right after connecting
 MAX_PATH = 107  # bytes in sockaddr_un.sun_path, less the terminating NUL
+TCP_HELLO = b"AUTODBG-TCP/1"  # a TCP client's first line, with its nonce
+TCP_NONCE = b"AUTODBG-NONCE"  # the server's answer, with its nonce
+TCP_PROOF = b"AUTODBG-PROOF"  # each side's proof that it holds the key
+AUTH_WAIT = 5.0  # seconds a TCP client has to authenticate
+MAX_AUTHENTICATING = 8  # TCP clients authenticating at once; more are refused at once
 # Sent to the pty when the client vanishes: end-of-line, kill-line, end-of-file,
 # which ends the prompt with EOF both in prompt_toolkit (emacs keys) and in a
 # cooked-mode readline, so the debugger learns that its client left.
@@ -39,23 +60,16 @@ _DETACH_KEYS = b"\x05\x15\x04"
 
 
 class Server:
-    """A listening Unix socket at ``path``, mode 0600; and a TCP listener when asked.
-
-    The TCP listener is for clients on other nodes (found through the job's
-    store); with no peer credentials to check, a client must send the
-    session's token first, compared in constant time.
+    """A listening Unix socket at ``path``, mode 0600; and a TCP listener once asked.
 
     Args:
         path (str): the socket's path (at most :data:`MAX_PATH` bytes).
-        tcp_host (str | None): address to listen on with TCP (port chosen by
-            the kernel), or None for no TCP listener.
-        token (str | None): the secret a TCP client must send.
 
     Raises:
-        OSError: a socket cannot be created; ``ENAMETOOLONG`` names the fix.
+        OSError: the socket cannot be created; ``ENAMETOOLONG`` names the fix.
     """
 
-    def __init__(self, path, tcp_host=None, token=None):
+    def __init__(self, path):
         if len(os.fsencode(path)) > MAX_PATH:
             raise OSError(
                 36,
@@ -72,10 +86,41 @@ class Server:
         self._sock.listen(8)
         self._tcp = None
         self.tcp_address = None
-        self.token = token
-        if tcp_host is not None:
-            self._tcp = socket.create_server((tcp_host, 0))
-            self.tcp_address = (tcp_host, self._tcp.getsockname()[1])
+        self._key = None
+        self._lock = threading.Lock()
+        self._closed = False
+        self._pending = set()  # TCP connections authenticating
+        self._passed = collections.deque()  # TCP connections authenticated, for accept()
+        self._passed_r = self._passed_w = self._stop_r = self._stop_w = None
+        self._acceptor = None
+
+    def listen_tcp(self, host, key):
+        """Also listen on TCP at ``host`` (port chosen by the kernel), for clients holding ``key``.
+
+        Starts the thread ``autodbg-tcp``, which accepts TCP clients and
+        authenticates each on a thread of its own (:data:`AUTH_WAIT` seconds
+        at most); :meth:`accept` then returns those that passed.
+
+        Args:
+            host (str): the address to listen on (``0.0.0.0``, ``::``, an interface's).
+            key (bytes): the user's key (:func:`autodbg.keys.load`).
+
+        Raises:
+            OSError: the address cannot be listened on (not this host's, say).
+        """
+        from autodbg import guard
+
+        host = host.removeprefix("[").removesuffix("]")
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        dualstack = host == "::" and socket.has_dualstack_ipv6()
+        self._tcp = socket.create_server((host, 0), family=family, dualstack_ipv6=dualstack)
+        self.tcp_address = (host, self._tcp.getsockname()[1])
+        self._key = key
+        self._passed_r, self._passed_w = os.pipe()
+        self._stop_r, self._stop_w = os.pipe()
+        serve = guard.protect("the session's TCP listener")(self._serve_tcp)
+        self._acceptor = threading.Thread(target=serve, name="autodbg-tcp", daemon=True)
+        self._acceptor.start()
 
     def accept(self, timeout, wake=None):
         """Wait up to ``timeout`` seconds for a client of this user.
@@ -85,18 +130,21 @@ class Server:
             wake (int | None): a descriptor that, once readable, ends the wait early.
 
         Returns:
-            socket.socket | None: the connection, or None on time-out, on
-            ``wake``, or when the client was refused (another uid; it is told why).
+            socket.socket | None: the connection (for a TCP client, which has
+            authenticated already, the local end of its relay: :func:`autodbg.keys.seal`),
+            or None on time-out, on ``wake``, or when the client was refused
+            (another uid; it is told why).
         """
-        listeners = [self._sock] if self._tcp is None else [self._sock, self._tcp]
+        listeners = [self._sock] if self._passed_r is None else [self._sock, self._passed_r]
         ready, _, _ = select.select(
             listeners + ([] if wake is None else [wake]), [], [], max(timeout, 0)
         )
         if not ready or wake in ready:
             return None
-        if self._tcp in ready:
-            conn, _ = self._tcp.accept()
-            return conn if self._token_matches(conn) else None
+        if self._sock not in ready:
+            os.read(self._passed_r, 1)  # one byte a connection
+            with self._lock:
+                return self._passed.popleft() if self._passed else None
         conn, _ = self._sock.accept()
         uid = peer_uid(conn)
         if uid != os.getuid():
@@ -122,41 +170,158 @@ class Server:
             if conn is not None:
                 refuse(conn, message)
 
-    def _token_matches(self, conn):
-        import hmac
+    def _serve_tcp(self):
+        from autodbg import guard
 
-        line = b""
-        conn.settimeout(HANDSHAKE_WAIT * 10)
+        while True:
+            ready, _, _ = select.select([self._tcp, self._stop_r], [], [])
+            if self._stop_r in ready:
+                return
+            try:
+                conn, peer = self._tcp.accept()
+            except (BlockingIOError, ConnectionAbortedError):
+                continue  # the client gave up between select and accept
+            with self._lock:
+                crowded = self._closed or len(self._pending) >= MAX_AUTHENTICATING
+                if not crowded:
+                    self._pending.add(conn)
+            if crowded:
+                refuse(conn, "refused: too many clients are authenticating at once; try again")
+                continue
+            check = guard.protect("the TCP client's authentication")(self._authenticate)
+            threading.Thread(
+                target=check, args=(conn, peer), name="autodbg-tcp-auth", daemon=True
+            ).start()
+
+    def _authenticate(self, conn, peer):
+        sealed = None
         try:
-            while not line.endswith(b"\n") and len(line) < 256:
-                byte = conn.recv(1)  # byte by byte: what follows the line is the client's
-                if not byte:
-                    break
-                line += byte
+            sealed = self._challenge(conn, f"{peer[0]}:{peer[1]}")
+        finally:
+            with self._lock:
+                self._pending.discard(conn)
+                taken = sealed is not None and not self._closed
+                if taken:
+                    self._passed.append(sealed)
+                    os.write(self._passed_w, b"!")
+            if sealed is None:
+                conn.close()
+            elif not taken:
+                sealed.close()  # the relay then closes the connection
+
+    def _challenge(self, conn, peer):
+        from autodbg import keys
+        from autodbg.messages import say
+
+        deadline = time.monotonic() + AUTH_WAIT
+        hello = _read_line(conn, deadline)
+        if hello is None:
+            return None  # nothing came: a port scan, a client that gave up
+        client_nonce = _field(hello, TCP_HELLO, keys.NONCE_BYTES)
+        if client_nonce is None:
+            say(f"refused a TCP client from {peer}: not an autodbg client")
+            refuse(conn, "refused: not an autodbg client; use `autodbg attach`")
+            return None
+        server_nonce = keys.nonce()
+        try:
+            conn.sendall(TCP_NONCE + b" " + server_nonce.hex().encode() + b"\n")
         except OSError:
-            pass
-        conn.settimeout(None)
-        expected = TOKEN + b" " + (self.token or "").encode() + b"\n"
-        if hmac.compare_digest(line, expected):
-            return True
-        refuse(conn, "refused: wrong token")
-        return False
+            return None
+        answer = _field(_read_line(conn, deadline) or b"", TCP_PROOF, 32)
+        if answer is None or not keys.verify(
+            self._key, "client", client_nonce, server_nonce, answer
+        ):
+            say(f"refused a TCP client from {peer}: it did not prove it holds the key")
+            refuse(
+                conn,
+                "refused: this client did not prove it holds the session's key "
+                "(its AUTODBG_KEY_FILE must hold the same key as the session's)",
+            )
+            return None
+        mine = keys.proof(self._key, "server", client_nonce, server_nonce)
+        try:
+            conn.sendall(TCP_PROOF + b" " + mine.hex().encode() + b"\n")
+        except OSError:
+            return None
+        return keys.seal(conn, "server", self._key, client_nonce, server_nonce)
 
     def close(self):
-        """Stop listening and remove the socket file."""
+        """Stop listening and remove the socket file; drop TCP clients not yet taken.
+
+        Blocks at most 1 s, for the TCP listener's thread.
+        """
         self._sock.close()
         if self._tcp is not None:
+            with self._lock:
+                self._closed = True
+                passed, self._passed = list(self._passed), collections.deque()
+            os.write(self._stop_w, b"!")
+            self._acceptor.join(1)
             self._tcp.close()
+            for conn in passed:
+                conn.close()
+            for fd in (self._passed_r, self._passed_w, self._stop_r, self._stop_w):
+                os.close(fd)
         try:
             os.unlink(self.path)
         except FileNotFoundError:
             pass
 
     def forget(self):
-        """Close this process's copy of the socket but leave the file (in a forked child)."""
+        """Close this process's copy of the sockets but leave the file (in a forked child).
+
+        The lock is left alone: a thread of the parent may have held it at the fork.
+        """
         self._sock.close()
         if self._tcp is not None:
-            self._tcp.close()  # else the child's copy would still take TCP connections
+            # Else the child's copies would keep TCP clients connected, or take new ones.
+            self._tcp.close()
+            for conn in (*self._pending, *self._passed):
+                conn.close()
+            from autodbg import keys
+
+            keys.forget()
+            for fd in (self._passed_r, self._passed_w, self._stop_r, self._stop_w):
+                os.close(fd)
+
+
+def _read_line(conn, deadline, limit=200):
+    """Read one line (without its newline) byte by byte before ``deadline`` (monotonic seconds).
+
+    Byte by byte: what follows the line is not this reader's. Returns None
+    when nothing came at all (end of file or time-out), else what came, whole
+    line or not.
+    """
+    line = b""
+    try:
+        while len(line) < limit:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            conn.settimeout(remaining)
+            byte = conn.recv(1)
+            if not byte or byte == b"\n":
+                break
+            line += byte
+    except OSError:
+        pass
+    finally:
+        try:
+            conn.settimeout(None)
+        except OSError:
+            pass
+    return line or None
+
+
+def _field(line, word, size):
+    """Return the bytes that ``<word> <hex>`` carries, when ``line`` is that and holds ``size`` bytes."""
+    fields = line.split()
+    if len(fields) != 2 or fields[0] != word or len(fields[1]) != 2 * size:
+        return None
+    try:
+        return bytes.fromhex(fields[1].decode("ascii"))
+    except ValueError:
+        return None
 
 
 def peer_uid(conn):
@@ -237,6 +402,7 @@ class LineLink:
         self._pending = pending
         self._interrupt = interrupt
         self._reading = False
+        self._started = False  # the debugger has asked for a line: its commands may run
         self._stop = threading.Event()
         self.gone = False
         self.channel = Channel("line", self, self)
@@ -247,7 +413,7 @@ class LineLink:
 
     def readline(self):
         """Return the next line, or ``""`` when the client has left. Blocks until one arrives."""
-        self._reading = True
+        self._reading = self._started = True
         try:
             while b"\n" not in self._pending and not self.gone:
                 try:
@@ -270,7 +436,9 @@ class LineLink:
             if poller.poll(200):
                 if not self._stop.is_set() and not self.gone:
                     self.gone = True
-                    if not self._reading:
+                    # Only a command's run: before the debugger's first read, an
+                    # interrupt would end the session that is opening for it.
+                    if self._started and not self._reading:
                         self._interrupt()
                 return
 
@@ -318,6 +486,7 @@ class PtyLink:
         stdout = open(self._slave, "w", buffering=1, **text)  # noqa: SIM115
         self.channel = Channel("pty", stdin, stdout, term)
         self.gone = False
+        self._spoke = False  # the debugger has written to its terminal: it has started
         self._stop = threading.Event()
         if pending:
             os.write(self._master, pending)
@@ -348,7 +517,7 @@ class PtyLink:
             data = b""
         if not data:
             self.gone = True
-            if termios.tcgetattr(self._slave)[3] & termios.ISIG:
+            if self._spoke and termios.tcgetattr(self._slave)[3] & termios.ISIG:
                 # Cooked mode: a command runs (or pdb's plain readline waits).
                 # Interrupt it, as LineLink does: nobody is left to see it, and
                 # the debugger then finds its client gone. Keys typed now would
@@ -366,6 +535,7 @@ class PtyLink:
             os.write(self._master, data)
 
     def _to_client(self, data):
+        self._spoke = True
         if not self.gone:
             try:
                 self._conn.sendall(data, socket.MSG_NOSIGNAL)
