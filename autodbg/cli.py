@@ -95,8 +95,8 @@ def cmd_attach(args):
         raise CliError(
             f"{who} is in a debugger on its own terminal; it cannot be attached from here"
         )
-    if record["state"] == "attached":
-        raise CliError(f"{who} is busy: another client is attached; try again when it detaches")
+    # Not refused here when the record says `attached`: its client may be leaving, and
+    # the session itself turns a client away while it has another one (one line: busy).
     try:
         client.attach(record, args.commands)
     except client.AttachError as error:
@@ -480,7 +480,10 @@ def cmd_cast(args):
     """Run one read-only debugger command on many ranks and print the answers grouped."""
     from autodbg import cast
 
-    return cast.cmd_cast(args)
+    try:
+        return cast.cmd_cast(args, _runtime_dir())
+    except cast.CastError as error:
+        raise CliError(str(error)) from None
 
 
 def _runtime_dir():

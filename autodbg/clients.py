@@ -247,22 +247,29 @@ class Clients:
     def _attach(self, conn):
         self._link = socket_backend.open_link(conn, self._interrupt)
         self._publication.publish("attached", self.server)
-        stop = threading.Event()
-        busy = f"busy: another client is attached to this session (pid {os.getpid()})"
+        stop_r, stop_w = os.pipe()
+        busy = (
+            f"busy: another client is attached to this session (pid {os.getpid()}); "
+            "try again when it detaches"
+        )
         turn_away = guard.protect("the session's busy-client thread")(self.server.turn_away)
         thread = threading.Thread(
-            target=turn_away, args=(stop, busy), name="autodbg-busy", daemon=True
+            target=turn_away, args=(stop_r, busy), name="autodbg-busy", daemon=True
         )
         thread.start()
-        self._refusing = (stop, thread)
+        self._refusing = (stop_r, stop_w, thread)
         return self._link.channel
 
     def _drop_client(self, farewell):
         if self._refusing is not None:
-            stop, thread = self._refusing
-            stop.set()
+            # The busy thread stops at once, before the client's connection closes: a
+            # script's next `autodbg attach`, which may come right then, is not turned away.
+            stop_r, stop_w, thread = self._refusing
+            os.write(stop_w, b"!")
             if thread is not threading.current_thread():
-                thread.join()  # it polls every 0.2 s; the next client must not meet it
+                thread.join()
+            os.close(stop_r)
+            os.close(stop_w)
             self._refusing = None
         if self._link is not None:
             if farewell:

@@ -195,9 +195,9 @@ class _AutodbgMixin:
                 # A socket client's Ctrl-C at the prompt is a key on its pty, never a
                 # signal: this SIGINT came from outside (torchrun stopping its workers,
                 # kill -INT). End as the signal would have ended the program.
-                from autodbg import session
-
-                session.tell("SIGINT: this process is being stopped; its debugger session ends")
+                why = "SIGINT: this process is being stopped; its debugger session ends"
+                say(why)
+                clients.tell(f"autodbg: {why}")
             self._autodbg_interrupted = True
             return "q" if self.autodbg_post_mortem else "c"
 

@@ -28,7 +28,7 @@ The richer Python path (``autodbg stack --locals``)
 ``autodbg cast``
     The same thread also looks, with one ``stat`` a poll, for
     ``<pid>.stack.cast``, a request of ``autodbg cast``, and answers it
-    (:func:`autodbg.cast.answer`): no signal, so no dump on stderr.
+    (:func:`autodbg.readonly.answer`): no signal, so no dump on stderr.
 
 Why a file first and stderr second, and not the other way round
     ``faulthandler`` writes to one file descriptor, from a C signal handler
@@ -191,9 +191,9 @@ def _serve(fd, done):
 
 
 def _answer_cast(request):
-    from autodbg import cast  # only when a cast comes
+    from autodbg import readonly  # only when a cast comes
 
-    cast.answer(request)
+    readonly.answer(request)
 
 
 def _write_locals():

@@ -20,34 +20,15 @@ import argparse
 import os
 import shutil
 import statistics
-import subprocess
-import sys
 import tempfile
-import time
 import timeit
 
-from measure import clean_env, log
+from measure import log, time_cli
 from stacks import start, stop
-
-BIN = os.path.dirname(sys.executable)
 
 
 def cast_all(runtime_dir, job, rounds):
-    env = clean_env()
-    env["AUTODBG_DIR"] = runtime_dir
-    times = []
-    for _ in range(rounds):
-        began = time.perf_counter()
-        out = subprocess.run(
-            [os.path.join(BIN, "autodbg"), "cast", "all", "p 1", "--job", job, "--local"],
-            env=env,
-            capture_output=True,
-            text=True,
-        )
-        times.append(time.perf_counter() - began)
-        if out.returncode != 0:
-            raise SystemExit(f"autodbg cast all failed: {out.stdout}{out.stderr}")
-    return times, out.stdout
+    return time_cli(["cast", "all", "p 1", "--job", job, "--local"], runtime_dir, rounds)
 
 
 def poll_cost():

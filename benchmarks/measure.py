@@ -1,7 +1,9 @@
 """What the benchmarks share: progress lines, the measured children's environment, goal verdicts."""
 
 import os
+import subprocess
 import sys
+import time
 
 
 def log(message):
@@ -39,3 +41,21 @@ def verdict(ci, goal):
     if low > goal:
         return "NOT met"
     return "inconclusive, the 95% CI spans it"
+
+
+def time_cli(args, runtime_dir, rounds):
+    """Run ``autodbg <args>`` ``rounds`` times against ``runtime_dir``; return (seconds each, last stdout).
+
+    Each run is timed from its start to its exit, the CLI's own start-up
+    included. Exits the benchmark with the CLI's output when a run fails.
+    """
+    env = dict(clean_env(), AUTODBG_DIR=runtime_dir)
+    command = [os.path.join(os.path.dirname(sys.executable), "autodbg"), *args]
+    times = []
+    for _ in range(rounds):
+        began = time.perf_counter()
+        out = subprocess.run(command, env=env, capture_output=True, text=True)
+        times.append(time.perf_counter() - began)
+        if out.returncode != 0:
+            raise SystemExit(f"{' '.join(command)} failed: {out.stdout}{out.stderr}")
+    return times, out.stdout

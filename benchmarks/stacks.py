@@ -27,9 +27,8 @@ import sys
 import tempfile
 import time
 
-from measure import clean_env, log
+from measure import clean_env, log, time_cli
 
-BIN = os.path.dirname(sys.executable)
 PROGRAM = """
 import threading, autodbg.stacks
 autodbg.stacks.register()
@@ -96,21 +95,7 @@ def dump_latency(pid, path, rounds):
 
 
 def stack_all(runtime_dir, job, rounds):
-    env = clean_env()
-    env["AUTODBG_DIR"] = runtime_dir
-    times = []
-    for _ in range(rounds):
-        began = time.perf_counter()
-        out = subprocess.run(
-            [os.path.join(BIN, "autodbg"), "stack", "--all", "--job", job],
-            env=env,
-            capture_output=True,
-            text=True,
-        )
-        times.append(time.perf_counter() - began)
-        if out.returncode != 0:
-            raise SystemExit(f"autodbg stack --all failed: {out.stderr}")
-    return times, out.stdout
+    return time_cli(["stack", "--all", "--job", job], runtime_dir, rounds)
 
 
 def main():

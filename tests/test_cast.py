@@ -14,7 +14,7 @@ import pytest
 from conftest import PYTHON
 from harness import BIN, records, target, wait_until
 
-from autodbg import cast, frames
+from autodbg import cast, frames, readonly
 
 torch_job = pytest.mark.skipif(importlib.util.find_spec("torch") is None, reason="needs torch")
 TORCHRUN = os.path.join(BIN, "torchrun")
@@ -260,7 +260,7 @@ def test_commands_that_could_change_a_rank_are_refused(command, why):
 
 def evaluate(expression, **names):
     kind, code = cast.compile_command(expression)
-    return cast._value(kind, code, types.SimpleNamespace(f_globals={"G": 10}), names)
+    return readonly._value(kind, code, types.SimpleNamespace(f_globals={"G": 10}), names)
 
 
 def test_read_only_expressions_evaluate_as_pdb_p_does():

@@ -156,19 +156,22 @@ class Server:
         return conn
 
     def turn_away(self, stop, message):
-        """Refuse every client with ``message`` until ``stop`` is set (run in a thread).
+        """Refuse every client with ``message`` until ``stop`` is readable (run in a thread).
 
         Args:
-            stop (threading.Event): ends the loop; checked every 0.2 s.
+            stop (int): a descriptor (a pipe's read end) that, once readable,
+                ends the loop at once.
             message (str): the one line the refused clients get.
         """
-        while not stop.is_set():
+        while True:
             try:
-                conn = self.accept(0.2)
+                conn = self.accept(3600, wake=stop)
             except OSError:
                 return
             if conn is not None:
                 refuse(conn, message)
+            elif select.select([stop], [], [], 0)[0]:
+                return
 
     def _serve_tcp(self):
         from autodbg import guard
