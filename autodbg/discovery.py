@@ -27,7 +27,9 @@ And on a node of the job with no variable at all, the job record: the
 agent (or local rank 0 of a launcher-less job) writes
 ``<runtime dir>/<job>/node.<host>.json`` (:data:`FIELDS`), and the same record
 in the workers' store under ``autodbg/node/<n>`` (counter ``autodbg/nodes``),
-which tells the CLI which other hosts to ask (:mod:`autodbg.transport`). A
+which tells the CLI which other hosts to ask (:mod:`autodbg.transport`); once
+every node has registered there, the writer copies the list into its file
+(``nodes``), so that the CLI need not join the store for it. A
 record counts while its process lives and started when the record says, as
 session records (:func:`autodbg.registry.sessions`).
 """
@@ -43,6 +45,9 @@ from autodbg import config, guard, identity, registry
 JOB_KEY = "autodbg/job"  # in a c10d rendezvous endpoint's store: the workers' store
 NODE_COUNTER = "autodbg/nodes"
 NODE_KEY = "autodbg/node/{}"
+NODES_WAIT = 300.0  # seconds a node waits for the others' records, to list them in its own
+NODES_POLL = 0.5  # seconds between its looks
+NODE_FIELDS = ("job", "host", "node_rank", "ranks", "pid", "python", "dir")  # of each, in `nodes`
 FIELDS = (
     "job",
     "run_id",
@@ -56,6 +61,7 @@ FIELDS = (
     "python",
     "dir",
     "started",
+    "nodes",  # once every node of the job registered: each one's NODE_FIELDS
 )
 
 
@@ -128,6 +134,7 @@ class Announcement:
         self.path = record_path(record["dir"], record["job"])
         self._client = None
         self._key = None
+        self._withdrawn = False
 
     def publish(self):
         """Write the file, start the store thread, register the clean-up; never raises."""
@@ -172,9 +179,33 @@ class Announcement:
             )
             return
         self._client, self._key = client, key
+        self._learn_nodes(client)
+
+    def _learn_nodes(self, client):
+        # The CLI's `stack --all` and `cast` then know the other nodes from this file,
+        # without joining the store (which imports torch: seconds of the CLI's time).
+        from autodbg import store
+
+        nnodes = self.record.get("nnodes")
+        if not isinstance(nnodes, int) or nnodes < 2:
+            return
+        deadline = time.monotonic() + NODES_WAIT
+        while not self._withdrawn and time.monotonic() < deadline:
+            found = {}
+            for node in store.read_all(client, NODE_COUNTER, NODE_KEY):
+                if isinstance(node, dict) and node.get("job") == self.record["job"]:
+                    found[(node.get("host"), node.get("dir"))] = node
+            if len(found) >= nnodes:
+                nodes = [{k: n.get(k) for k in NODE_FIELDS} for n in found.values()]
+                if not self._withdrawn:
+                    self.record["nodes"] = nodes
+                    registry.write(self.path, self.record)
+                return
+            time.sleep(NODES_POLL)
 
     def withdraw(self):
         """Remove the file and the store key (best effort: the store may be gone with the job)."""
+        self._withdrawn = True
         try:
             with open(self.path) as source:
                 mine = json.load(source).get("pid") == os.getpid()
@@ -382,6 +413,10 @@ def node_of(session, nodes):
 def other_nodes(args):
     """Return the job's other nodes (:func:`this_node`), for fan-out (empty when no store is known).
 
+    From this host's job record when it lists them (``nodes``: its writer
+    read every node's record from the store once all had registered), which
+    spares the CLI the store, and ``import torch``; else from the store.
+
     Args:
         args (argparse.Namespace): the verb's arguments (``store``, ``job``).
 
@@ -392,10 +427,16 @@ def other_nodes(args):
         autodbg.store.StoreError: the job's store cannot be reached.
         DiscoveryError: as :func:`store_address`.
     """
-    address = store_address(args)
-    if address is None:
-        return []
-    found = [r for r in nodes(address) if not this_node(r)]
+    listed = None
+    if not getattr(args, "store", None) and not identity.store_address():
+        listed = _job_record(args).get("nodes")
+    if isinstance(listed, list):
+        found = [r for r in listed if isinstance(r, dict) and not this_node(r)]
+    else:
+        address = store_address(args)
+        if address is None:
+            return []
+        found = [r for r in nodes(address) if not this_node(r)]
     job = getattr(args, "job", None)
     if job:
         found = [r for r in found if r.get("job") == job]

@@ -232,8 +232,14 @@ def test_c10d_rendezvous_endpoint_leads_to_the_workers_store(env, runtime_dir, s
         for name in names
         if name.startswith("node.")
     ]
-    with open(job_files[0]) as source:
-        record = json.load(source)
+
+    def listing_nodes():  # once both nodes registered, the record lists them (no store for the CLI)
+        with open(job_files[0]) as source:
+            found = json.load(source)
+        return found if len(found.get("nodes") or ()) == 2 else None
+
+    record = wait_until(listing_nodes, 30, "the job record listing both nodes")
+    assert sorted(node["dir"] for node in record["nodes"]) == sorted(dirs)
     assert record["rendezvous"] == endpoint and record["store"] != endpoint
     assert record["nnodes"] == 2 and record["node_rank"] in (0, 1)
     assert record["ranks"] == [0, 1] if record["node_rank"] == 0 else [2, 3]
