@@ -33,7 +33,7 @@ def cmd_ls(args):
             rank = f"{r['rank']}/{r['world_size']}"
         state = str(r.get("state"))
         if state == "attached" and not r.get("socket"):
-            state += " (terminal)"
+            state += " (page)" if r.get("web") else " (terminal)"
         rows.append(
             (
                 str(r.get("job")),
@@ -91,6 +91,10 @@ def cmd_attach(args):
         return _attach_through_transport(node, ask, args.commands, who)
     if record.get("state") == "opening":
         record = _opened(record)
+    if record.get("web"):
+        raise CliError(
+            f"{who} is a web session: open {record['web']} with the token its process printed"
+        )
     if not record.get("socket"):
         raise CliError(
             f"{who} is in a debugger on its own terminal; it cannot be attached from here"
@@ -551,14 +555,9 @@ def _store_sessions(address, local, explicit):
 
 def _well_formed(record):
     """Tell whether a record read from a store has the fields and types the CLI relies on."""
-    return (
-        isinstance(record, dict)
-        and isinstance(record.get("pid"), int)
-        and isinstance(record.get("host"), str)
-        and isinstance(record.get("job"), str)
-        and isinstance(record.get("rank", None), (int, type(None)))
-        and isinstance(record.get("socket", None), (str, type(None)))
-    )
+    # The same shape as this host's records (registry.TYPES: a field of the wrong type
+    # fails `ls` further on), and a host, which only a record of this host may lack.
+    return registry.shaped(record, registry.TYPES) and isinstance(record.get("host"), str)
 
 
 def _resolve(records, target, by, job):
@@ -778,6 +777,10 @@ def main(argv=None):
     # With AUTODBG=1 in the shell, autodbg.pth hooked this process too: the
     # CLI's own failures are tracebacks, not debugger sessions.
     sys.excepthook = sys.__excepthook__
+    # What the CLI prints comes from records, which anyone's edit may have filled with
+    # text the terminal's encoding cannot carry (a lone surrogate): escaped, not a traceback.
+    if hasattr(sys.stdout, "reconfigure"):
+        sys.stdout.reconfigure(errors="backslashreplace")
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)

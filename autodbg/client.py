@@ -50,7 +50,7 @@ def attach(record, commands=None, ready_timeout=10.0):
     stdin, stdout = sys.stdin.fileno(), sys.stdout.fileno()
     sock = connect(record)
     if commands is not None or not os.isatty(stdin):
-        sock.sendall(HANDSHAKE + b" line\n")
+        _hello(sock, HANDSHAKE + b" line\n")
         rest = _read_ready(sock, ready_timeout)
         try:
             if rest:
@@ -65,7 +65,7 @@ def attach(record, commands=None, ready_timeout=10.0):
         return
     size = _terminal_size()
     term = os.environ.get("TERM") or "xterm"
-    sock.sendall(HANDSHAKE + f" {size.lines} {size.columns} {term}\n".encode())
+    _hello(sock, HANDSHAKE + f" {size.lines} {size.columns} {term}\n".encode())
     rest = _read_ready(sock, ready_timeout)
     saved = termios.tcgetattr(stdin) if os.isatty(stdin) else None
     try:
@@ -243,6 +243,19 @@ def _terminal_size():
         return os.terminal_size((80, 24))
 
 
+def _hello(sock, line):
+    """Send the handshake ``line``; a connection the session closed already is not an error here.
+
+    A session that refuses the client (busy, another uid) may close the
+    connection before the handshake goes (``EPIPE``); its one line saying why
+    is still there to read, and :func:`_read_ready` reports it.
+    """
+    try:
+        sock.sendall(line)
+    except (BrokenPipeError, ConnectionResetError):
+        pass
+
+
 def _read_ready(sock, timeout):
     data = b""
     sock.settimeout(timeout)
@@ -254,6 +267,8 @@ def _read_ready(sock, timeout):
             data += chunk
     except TimeoutError:
         raise AttachError(f"the session did not answer within {timeout:g} s") from None
+    except ConnectionResetError:
+        pass  # closed by the session: what came before says why
     finally:
         sock.settimeout(None)
     line, _, rest = data.partition(b"\n")

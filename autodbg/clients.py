@@ -9,6 +9,9 @@ keeps trying the terminal, which another process of the job may free. While
 a client is attached, a thread turns every other client away with one line.
 With ``AUTODBG_LISTEN`` set (the TCP mode) the socket's server also listens
 on TCP there, for clients on other hosts that hold the user's key.
+With ``AUTODBG_MODE=web`` the session serves a page instead of the socket
+(:mod:`autodbg.backends.web`, on ``AUTODBG_LISTEN``'s address if set) and
+waits for its first tab the same way.
 """
 
 import os
@@ -73,6 +76,7 @@ class Clients:
         if cfg.mode == "console" and not has_terminal:
             say("AUTODBG_MODE=console, but stdin/stdout is not a terminal; using a socket session")
         self.server = None
+        self.web = None  # the page's server, in web mode
         self.console = None
         self._link = None
         self._refusing = None
@@ -92,6 +96,8 @@ class Clients:
         channel = self._try_console()
         if channel is not None or self._cfg.wait <= 0:
             return channel
+        if self._cfg.mode == "web":
+            return self._open_web()
         try:
             self.server = socket_backend.Server(os.path.join(self._folder, f"{os.getpid()}.sock"))
         except OSError as error:
@@ -115,6 +121,13 @@ class Clients:
         Returns:
             autodbg.backends.Channel | None: None when nobody came in time.
         """
+        if self.web is not None:
+            self._publication.publish("waiting")
+            say(
+                f"the session's last page closed; waiting up to {self._cfg.wait:g} s for it "
+                f"to be opened again: {self.web.url}"
+            )
+            return self._wait()
         self._drop_client(
             f"\r\nautodbg: detached; the session waits {self._cfg.wait:g} s for the next client "
             f"(autodbg attach {self.target()})\r\n"
@@ -159,6 +172,8 @@ class Clients:
         self._drop_client(None)
         if self.server is not None:
             self.server.close()
+        if self.web is not None:
+            self.web.close()
         if self.console is not None:
             self.console.release()
             self.console = None
@@ -168,7 +183,7 @@ class Clients:
 
     def forget(self):
         """In a forked child, close this process's copies of the descriptors; leave the files."""
-        for part in (self.server, self._link, self.console):
+        for part in (self.server, self._link, self.console, self.web):
             if part is not None:
                 part.forget()
         for fd in (self._wake_r, self._wake_w):
@@ -206,6 +221,39 @@ class Clients:
                 f"{error.strerror or error}; the Unix socket works"
             )
 
+    def _open_web(self):
+        """Serve the session's page and wait for its first tab (``AUTODBG_WAIT``)."""
+        try:
+            from autodbg.backends import web
+        except ImportError as error:
+            say(f"AUTODBG_MODE=web needs the websockets package ({error}); no debugger session")
+            return None
+        host = self._cfg.listen or "127.0.0.1"
+        try:
+            self.web = web.Server(
+                host,
+                identity.current.host,
+                os.path.join(self._folder, f"{os.getpid()}.web-token"),
+                self._interrupt,
+            )
+        except OSError as error:
+            say(
+                f"cannot serve the session's page on {host}: {error.strerror or error}; no debugger session"
+            )
+            return None
+        if self.web.public:
+            say(
+                f"the page listens on {host} (AUTODBG_LISTEN): anyone who can reach that "
+                "address may try it; the token keeps them out"
+            )
+        self._publication.update({"web": self.web.url})
+        self._publication.publish("waiting")
+        say(
+            f"{self._what} at {self._where}: waiting up to {self._cfg.wait:g} s for a debugger: "
+            f"open {self.web.url}?token={self.web.token}"
+        )
+        return self._wait()
+
     def _why_not_console(self):
         if self._may_take_console and console_backend.in_foreground(sys.__stdin__.fileno()):
             return "; the terminal is taken, this process takes it when it frees up"
@@ -239,12 +287,16 @@ class Clients:
                     )
                     return None
                 timeout = min(remaining, CONSOLE_POLL) if self._may_take_console else remaining
-                conn = self.server.accept(timeout, self._wake_r)
+                conn = (self.web or self.server).accept(timeout, self._wake_r)
                 if conn is not None:
                     return self._attach(conn)
         return None
 
     def _attach(self, conn):
+        if self.web is not None:  # a tab: several may watch, none is turned away
+            self._link = conn
+            self._publication.publish("attached")
+            return conn.channel
         self._link = socket_backend.open_link(conn, self._interrupt)
         self._publication.publish("attached", self.server)
         stop_r, stop_w = os.pipe()

@@ -25,7 +25,7 @@ import os
 
 TRUE = ("1", "true", "yes", "on")
 FALSE = ("", "0", "false", "no", "off")
-MODES = ("auto", "console", "socket", "off")
+MODES = ("auto", "console", "socket", "web", "off")
 DEBUGGERS = ("ipdb", "pdb")
 COLLATERAL = ("skip", "debug")
 DEFAULT_WAIT = 3600.0
@@ -149,7 +149,7 @@ def _config():
             """Settings from the environment, each read at its first use; attributes cannot be changed.
 
             Attributes:
-                mode (str): ``auto``, ``console``, ``socket`` or ``off``.
+                mode (str): ``auto``, ``console``, ``socket``, ``web`` or ``off``.
                 wait (float): seconds a session with no client waits for one; 0 = no wait.
                 dir (str | None): ``AUTODBG_DIR``, or None for the default runtime directory.
                 stack_signal (int | None): signal number that dumps every thread's stack,

@@ -344,17 +344,44 @@ def records(root):
                 continue
             path = os.path.join(folder, name)
             try:
-                fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
-                with os.fdopen(fd) as source:
-                    data = json.load(source)
-                data["pid"] = int(data["pid"])
-                float(data["time"])
-            except (OSError, ValueError, KeyError, TypeError):
+                # registry.read: a FIFO or a symlink to an endless device must not hang `show`.
+                data = registry.load(path, MAX_RECORD_BYTES + (64 << 10))
+            except (OSError, ValueError):
+                continue
+            if not _readable(data):
                 continue
             data["path"] = path
             found.append(data)
     found.sort(key=lambda r: r["time"], reverse=True)
     return found
+
+
+def _readable(data):
+    """Tell whether a crash record read back has the shape :func:`format_text` and :func:`format_list` need.
+
+    A record is data that an edit or a cut-short write may have changed: one
+    that does not fit is left out rather than failing ``autodbg show``.
+    """
+    none = type(None)
+    if not registry.shaped(
+        data,
+        {"pid": (int,), "time": (int, float), "rank": (int, none), "role": (str, none),
+         "traceback": (str, none), "argv": (list, none), "frames": (list, none)},
+    ):  # fmt: skip
+        return False
+    try:
+        time.localtime(data["time"])
+    except (ValueError, OverflowError, OSError):  # NaN, or beyond what the C library takes
+        return False
+    frame_types = {
+        "file": (object,),
+        "line": (object,),
+        "function": (object,),
+        "locals": (dict, none),
+    }
+    return all(isinstance(arg, str) for arg in data.get("argv") or ()) and all(
+        registry.shaped(frame, frame_types) for frame in data.get("frames") or ()
+    )
 
 
 def _job_folders(root):

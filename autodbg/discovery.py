@@ -64,6 +64,33 @@ FIELDS = (
     "nodes",  # once every node of the job registered: each one's NODE_FIELDS
 )
 
+_NONE = type(None)
+# The types of a job record's fields the CLI relies on (None: absent).
+TYPES = {
+    "pid": (int,),
+    "store": (str,),
+    "job": (str,),
+    "host": (str, _NONE),
+    "nnodes": (int, _NONE),
+    "node_rank": (int, _NONE),
+    "started": (int, float, _NONE),
+    "process_started": (int, float, _NONE),
+    "ranks": (list, _NONE),
+    "nodes": (list, _NONE),
+    "dir": (str, _NONE),
+}
+
+# Those of a node's record in the store (or in another's ``nodes``): who wrote it is not known.
+NODE_TYPES = {
+    "host": (str,),
+    "dir": (str, _NONE),
+    "job": (str, _NONE),
+    "node_rank": (int, _NONE),
+    "ranks": (list, _NONE),
+    "pid": (int, _NONE),
+    "python": (str, _NONE),
+}
+
 
 class DiscoveryError(Exception):
     """The job cannot be told from what is known here; the message says what to do."""
@@ -193,7 +220,9 @@ class Announcement:
         while not self._withdrawn and time.monotonic() < deadline:
             found = {}
             for node in store.read_all(client, NODE_COUNTER, NODE_KEY):
-                if isinstance(node, dict) and node.get("job") == self.record["job"]:
+                # Anyone who reaches the store may write there: a forged value of another
+                # shape (an unhashable dir) would fail this thread.
+                if registry.shaped(node, NODE_TYPES) and node.get("job") == self.record["job"]:
                     found[(node.get("host"), node.get("dir"))] = node
             if len(found) >= nnodes:
                 nodes = [{k: n.get(k) for k in NODE_FIELDS} for n in found.values()]
@@ -237,13 +266,12 @@ def job_records(root, job=None):
             continue
         path = os.path.join(folder, f"node.{registry.host_tag()}.json")
         try:
-            with open(path) as source:
-                record = json.load(source)
-            pid = int(record["pid"])
-            if not registry.here(record) or not isinstance(record["store"], str):
-                continue
-        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            record = registry.load(path)  # no FIFO, no symlink, bounded: it must not hang the CLI
+        except (OSError, ValueError):
             continue
+        if not registry.shaped(record, TYPES) or not registry.here(record):
+            continue
+        pid = record["pid"]
         started = registry.process_started(pid)
         expected = record.get("process_started")
         if started is None or (expected is not None and abs(started - expected) > 1):
@@ -368,7 +396,7 @@ def nodes(address):
 
     newest = {}
     for record in store.read_all(store.connect(address), NODE_COUNTER, NODE_KEY):
-        if isinstance(record, dict) and isinstance(record.get("host"), str):
+        if registry.shaped(record, NODE_TYPES):
             newest[(record["host"], record.get("dir"))] = record
     return list(newest.values())
 
@@ -431,7 +459,7 @@ def other_nodes(args):
     if not getattr(args, "store", None) and not identity.store_address():
         listed = _job_record(args).get("nodes")
     if isinstance(listed, list):
-        found = [r for r in listed if isinstance(r, dict) and not this_node(r)]
+        found = [r for r in listed if registry.shaped(r, NODE_TYPES) and not this_node(r)]
     else:
         address = store_address(args)
         if address is None:

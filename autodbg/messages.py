@@ -20,6 +20,8 @@ FAILURES = (
     "stack dumps of this child go to its parent's file",
     "not installed:",  # the bootstrap failed: Python goes on without autodbg
     "cannot listen on TCP",  # AUTODBG_LISTEN set, but the session has no TCP listener
+    "cannot serve the session's page",  # AUTODBG_MODE=web, but no page: no session
+    "AUTODBG_MODE=web needs the websockets package",
 )
 
 

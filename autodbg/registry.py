@@ -28,9 +28,11 @@ peer's uid too.
 import json
 import os
 import stat
+import sys
 import time
 
 EMPTY_JOB_GRACE = 60  # seconds an empty job folder is left alone
+MAX_RECORD = 1 << 20  # bytes: a larger session or job record is no record of autodbg's
 
 SCHEMA = (
     "pid",
@@ -45,6 +47,28 @@ SCHEMA = (
     "where",
     "started",
 )
+
+_NONE = type(None)
+_NUMBER = (int, float, _NONE)
+# The types of the fields the CLI relies on in a session record (None: absent).
+TYPES = {
+    "pid": (int,),
+    "job": (str,),
+    "host": (str, _NONE),
+    "rank": (int, _NONE),
+    "local_rank": (int, _NONE),
+    "world_size": (int, _NONE),
+    "role": (str, _NONE),
+    "parent_pid": (int, _NONE),
+    "state": (str, _NONE),
+    "socket": (str, _NONE),
+    "tcp": (str, _NONE),
+    "exception": (str, _NONE),
+    "where": (str, _NONE),
+    "thread": (str, _NONE),
+    "started": _NUMBER,
+    "process_started": _NUMBER,
+}
 
 
 class RuntimeDirError(Exception):
@@ -214,8 +238,89 @@ def write(path, record):
     tmp = f"{path}.{os.getpid()}.tmp"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
     with os.fdopen(fd, "w") as out:
-        json.dump(record, out)
+        out.write(json.dumps(record))  # one shot: json's C encoder (json.dump's is pure Python)
     os.replace(tmp, path)
+
+
+def read(path, limit, whole=True):
+    """Return the bytes of the regular file at ``path``, the CLI's way of reading what others may have left.
+
+    A record is data: a symlink (to ``/dev/zero``, to a file of someone else's),
+    a FIFO (whose ``open`` would block until a writer comes) or an endless or
+    huge file is no record of autodbg's, and must not hang or swamp the CLI.
+    So the file is opened without following a symlink (``O_NOFOLLOW``) and
+    without blocking (``O_NONBLOCK``), and only a regular file is read, at
+    most ``limit`` bytes. Does not block.
+
+    Args:
+        path (str): the file.
+        limit (int): bytes to read at most.
+        whole (bool): a file longer than ``limit`` is refused (else its first ``limit`` bytes are returned).
+
+    Raises:
+        OSError: it cannot be opened (a symlink: ``ELOOP``).
+        ValueError: it is not a regular file, or longer than ``limit`` with ``whole``.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise ValueError(f"{path} is not a regular file")
+        chunks, size = [], 0
+        while size <= limit:
+            chunk = os.read(fd, limit + 1 - size)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+    finally:
+        os.close(fd)
+    data = b"".join(chunks)
+    if len(data) > limit:
+        if whole:
+            raise ValueError(f"{path} is larger than {limit} bytes")
+        data = data[:limit]
+    return data
+
+
+def parse(data):
+    """Return the JSON value in ``data`` (bytes or str), as :func:`json.loads` does.
+
+    Raises:
+        ValueError: not JSON, or nested deeper than the parser's recursion
+            (``RecursionError``, which ``json`` does not turn into a ``ValueError``).
+    """
+    try:
+        return json.loads(data)
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
+
+
+def load(path, limit=MAX_RECORD):
+    """Return the JSON value of the file at ``path``, read as :func:`read` does (at most ``limit`` bytes).
+
+    Raises:
+        OSError: as :func:`read`.
+        ValueError: as :func:`read`, or not JSON (:func:`parse`).
+    """
+    return parse(read(path, limit))
+
+
+def shaped(entry, types):
+    """Tell whether ``entry`` is a dict whose fields have the types ``types`` names.
+
+    What the CLI reads (a record, a stack file's header, a value in the job's
+    store) may have been edited, cut short or forged: only one of the shape
+    the CLI relies on is used, instead of failing on it with a traceback.
+
+    Args:
+        entry: the value read.
+        types (dict[str, tuple[type, ...]]): field name -> the types it may have;
+            ``type(None)`` among them makes the field optional.
+    """
+    return isinstance(entry, dict) and all(
+        isinstance(entry.get(name), kinds) and not isinstance(entry.get(name), bool)
+        for name, kinds in types.items()
+    )
 
 
 def remove(*paths):
@@ -228,12 +333,30 @@ def remove(*paths):
 
 
 def process_started(pid):
-    """Return the start time of process ``pid`` (epoch seconds), None when it is gone."""
+    """Return the start time of process ``pid`` (epoch seconds), None when it is gone.
+
+    On Linux it reads ``/proc`` as psutil's ``Process.create_time()`` does (the
+    ``starttime`` of ``/proc/<pid>/stat`` in clock ticks, plus ``btime`` of
+    ``/proc/stat``), to the same value, without importing psutil: a session
+    publishes its record with it, and importing psutil would be most of the
+    time from a crash to its listed session. Elsewhere it asks psutil.
+    """
+    if sys.platform.startswith("linux"):
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as source:
+                ticks = int(source.read().rpartition(b")")[2].split()[19])
+            with open("/proc/stat", "rb") as source:
+                boot = next(float(line.split()[1]) for line in source if line.startswith(b"btime"))
+            return ticks / os.sysconf("SC_CLK_TCK") + boot
+        except OSError:
+            return None  # gone, or hidden from us (psutil: NoSuchProcess, AccessDenied)
+        except (ValueError, IndexError, StopIteration):
+            pass  # a /proc this parser does not know: psutil's word
     import psutil
 
     try:
         return psutil.Process(pid).create_time()
-    except psutil.Error:
+    except (psutil.Error, ValueError, OverflowError):  # a negative or huge pid, read from a record
         return None
 
 
@@ -264,18 +387,18 @@ def sessions(root):
                 continue  # node.<host>.json: a job record (autodbg.discovery), no session
             path = os.path.join(folder, name)
             try:
-                with open(path) as source:
-                    record = json.load(source)
-                pid = int(record["pid"])
-                local = here(record)
-            except (OSError, ValueError, KeyError, TypeError, AttributeError):
+                record = load(path)
+            except (OSError, ValueError):
                 continue
-            if not local:
+            if not shaped(record, TYPES) or not here(record):
                 continue
+            pid = record["pid"]
             started = process_started(pid)
             expected = record.get("process_started")
             if started is None or (expected is not None and abs(started - expected) > 1):
-                remove(path, *_own_socket(folder, pid, record.get("socket")))
+                # A web session's token file (autodbg.backends.web) goes with its record.
+                token = os.path.join(folder, f"{pid}.web-token")
+                remove(path, token, *_own_socket(folder, pid, record.get("socket")))
                 continue
             found.append(record)
         try:

@@ -72,6 +72,21 @@ SETTLED = 0.01  # seconds a dump file must stay the same size to count as comple
 HEADER = 1024
 
 _fd = None  # this process's dump file, once registered
+_NONE = type(None)
+# The types of the stack file header's fields the CLI relies on (None: absent).
+HEADER_TYPES = {
+    "pid": (int,),
+    "signal": (int,),
+    "registered": (int, float),
+    "job": (str,),
+    "host": (str, _NONE),
+    "rank": (int, _NONE),
+    "local_rank": (int, _NONE),
+    "world_size": (int, _NONE),
+    "role": (str, _NONE),
+    "parent_pid": (int, _NONE),
+    "main_thread": (int, _NONE),
+}
 _file = None  # its path
 
 
@@ -338,15 +353,15 @@ def processes(root, job=None):
                 continue
             path = os.path.join(folder, entry)
             try:
-                with open(path, "rb") as source:
-                    header = json.loads(source.readline())
-                pid = int(header["pid"])
-                int(header["signal"])
-                local = registry.here(header)
-            except (OSError, ValueError, KeyError, TypeError, AttributeError):
+                # The header is the first line; a file that is no stack file (a FIFO,
+                # a symlink to an endless device) must not hang the CLI: registry.read.
+                first = registry.read(path, HEADER, whole=False).partition(b"\n")[0]
+                header = registry.parse(first)
+            except (OSError, ValueError):
                 continue
-            if not local:
+            if not registry.shaped(header, HEADER_TYPES) or not registry.here(header):
                 continue
+            pid = header["pid"]
             started = registry.process_started(pid)
             if started is None or started > header.get("registered", 0) + 1:
                 registry.remove(path)

@@ -21,6 +21,9 @@ import sys
 
 COUNTER = "autodbg/sessions"
 CONNECT_TIMEOUT = 5.0  # seconds
+# Keys read at most under one counter, the newest: anyone who reaches the store may set
+# a counter to a billion, and one check() a key would then take hours.
+MAX_KEYS = 4096
 
 
 _default_store = None  # the default process group's store, "HOST:PORT", once it exists
@@ -153,14 +156,27 @@ def read_all(store, counter, key):
         key (str): the keys' pattern, ``{}`` for the number.
 
     Returns:
-        list: the values, in order; unreadable ones are left out.
+        list: the values, in order; unreadable ones are left out. At most the
+        newest :data:`MAX_KEYS` keys are read.
+
+    Raises:
+        StoreError: the counter holds no number (anyone who reaches the store may set it).
     """
+    if not store.check([counter]):
+        return []
+    # get(), not add(counter, 0): a value that is no number makes the store's server drop
+    # the connection on add, and torch print pages of C++ warnings.
+    value = store.get(counter)
+    try:
+        last = int(value)
+    except ValueError:
+        raise StoreError(f"the store's {counter} is not a counter: {value[:40]!r}") from None
     found = []
-    for n in range(1, store.add(counter, 0) + 1):
+    for n in range(max(1, last - MAX_KEYS + 1), last + 1):
         name = key.format(n)
         if store.check([name]):  # get() would block until the key exists
             try:
                 found.append(json.loads(store.get(name)))
-            except ValueError:
+            except (ValueError, RecursionError):  # not JSON, or nested past the parser's depth
                 continue
     return found

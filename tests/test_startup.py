@@ -69,7 +69,7 @@ def test_startup_reads_four_settings_and_makes_no_class(env):
 @pytest.mark.parametrize(
     "variable, value, allowed, setting, at_startup",
     [
-        ("AUTODBG_MODE", "sockets", "auto, console, socket, off", "mode", True),
+        ("AUTODBG_MODE", "sockets", "auto, console, socket, web, off", "mode", True),
         ("AUTODBG_STACK_SIGNAL", "SIGNOPE", "a signal name", "stack_signal", True),
         ("AUTODBG_BREAK_SIGNAL", "KILL", "a signal name", "break_signal", True),
         ("AUTODBG_HANG", "soon", "a number of seconds > 0", "hang", True),

@@ -47,16 +47,22 @@ import time
 HANDSHAKE = b"AUTODBG-ATTACH/1"
 READY = b"AUTODBG-READY\n"
 HANDSHAKE_WAIT = 0.3  # seconds; ``autodbg attach`` sends its line right after connecting
+BACKLOG = 128  # connections the Unix socket queues before the session or its busy thread takes them
 MAX_PATH = 107  # bytes in sockaddr_un.sun_path, less the terminating NUL
 TCP_HELLO = b"AUTODBG-TCP/1"  # a TCP client's first line, with its nonce
 TCP_NONCE = b"AUTODBG-NONCE"  # the server's answer, with its nonce
 TCP_PROOF = b"AUTODBG-PROOF"  # each side's proof that it holds the key
 AUTH_WAIT = 5.0  # seconds a TCP client has to authenticate
+# Seconds a client may take none of the output, its socket's buffers full, before it
+# is dropped: a client that connects and never reads would otherwise block the
+# debugger's writes, and with them the session, for ever.
+SEND_WAIT = 5.0
 MAX_AUTHENTICATING = 8  # TCP clients authenticating at once; more are refused at once
 # Sent to the pty when the client vanishes: end-of-line, kill-line, end-of-file,
 # which ends the prompt with EOF both in prompt_toolkit (emacs keys) and in a
 # cooked-mode readline, so the debugger learns that its client left.
 _DETACH_KEYS = b"\x05\x15\x04"
+MAX_KEYS = 65536  # bytes of a pty client's keys waiting for the debugger to read them
 
 
 class Server:
@@ -83,7 +89,10 @@ class Server:
         self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self._sock.bind(path)
         os.chmod(path, 0o600)
-        self._sock.listen(8)
+        # Room for a burst of clients (a dashboard asking every session, scripts retrying):
+        # with a backlog of 8, the 9th connect() of a client with a time-out failed at once
+        # (EAGAIN), before the busy thread could tell it why.
+        self._sock.listen(BACKLOG)
         self._tcp = None
         self.tcp_address = None
         self._key = None
@@ -334,12 +343,55 @@ def peer_uid(conn):
 
 
 def refuse(conn, message):
-    """Send ``autodbg: <message>`` as one line and close the connection."""
+    """Send ``autodbg: <message>`` as one line and close the connection. Does not block."""
     try:
-        conn.sendall(f"autodbg: {message}\n".encode(), socket.MSG_NOSIGNAL)
+        conn.sendall(f"autodbg: {message}\n".encode(), socket.MSG_NOSIGNAL | socket.MSG_DONTWAIT)
+        conn.shutdown(socket.SHUT_WR)
+        # Drop what the client sent already (its handshake): a socket closed with unread
+        # data ends the client's reading with ECONNRESET instead of an end of file after
+        # the line (nc then prints an error; a script's read fails). Bounded: 64 KiB.
+        for _ in range(16):
+            if not conn.recv(4096, socket.MSG_DONTWAIT):
+                break
     except OSError:
         pass
     conn.close()
+
+
+def _send(conn, data):
+    """Send all of ``data`` to a client; raise ``TimeoutError`` when it takes none for :data:`SEND_WAIT` s.
+
+    Each send is non-blocking (``MSG_DONTWAIT``; the socket itself stays blocking
+    for the reader of the other direction), so progress, however slow, keeps
+    the client: only one that reads nothing at all is given up.
+
+    Raises:
+        OSError: the client is gone (``EPIPE``, ``ECONNRESET``) or took nothing in time.
+    """
+    view = memoryview(data)
+    poller = select.poll()
+    poller.register(conn.fileno(), select.POLLOUT)
+    while view:
+        try:
+            view = view[conn.send(view, socket.MSG_DONTWAIT | socket.MSG_NOSIGNAL) :]
+        except BlockingIOError:
+            if not poller.poll(SEND_WAIT * 1000):
+                raise TimeoutError(f"the client took no output for {SEND_WAIT:g} s") from None
+
+
+def _read(fd):
+    """Read what a non-blocking descriptor has (at most 64 KiB); ``b""`` when it has nothing now."""
+    try:
+        return os.read(fd, 65536)
+    except BlockingIOError:
+        return b""
+
+
+def _dropped(error):
+    if isinstance(error, TimeoutError):
+        from autodbg.messages import say
+
+        say(f"dropped the socket client: {error}")
 
 
 def open_link(conn, interrupt):
@@ -381,8 +433,9 @@ def open_link(conn, interrupt):
 
 
 def _int(fields, index, default):
+    # A window size is an unsigned short (TIOCSWINSZ); a larger one would fail the link.
     try:
-        return max(1, int(fields[index]))
+        return min(max(1, int(fields[index])), 0xFFFF)
     except (IndexError, ValueError):
         return default
 
@@ -449,9 +502,14 @@ class LineLink:
         """Send ``text``; a client that left makes it a no-op. Returns len(text)."""
         if not self.gone:
             try:
-                self._conn.sendall(text.encode("utf-8", "replace"), socket.MSG_NOSIGNAL)
-            except OSError:
+                _send(self._conn, text.encode("utf-8", "replace"))
+            except OSError as error:
                 self.gone = True
+                _dropped(error)
+                if self._started and not self._reading:
+                    # A command's output that nobody reads: stop the command, as
+                    # when its client vanishes (the watcher); the session goes on.
+                    self._interrupt()
         return len(text)
 
     def flush(self):
@@ -491,8 +549,8 @@ class PtyLink:
         self.gone = False
         self._spoke = False  # the debugger has written to its terminal: it has started
         self._stop = threading.Event()
-        if pending:
-            os.write(self._master, pending)
+        # Keys not yet taken by the pty: written only when it has room (see _relay).
+        self._keys = pending
         from autodbg import guard
 
         relay = guard.protect("the pty relay")(self._relay)
@@ -500,18 +558,41 @@ class PtyLink:
         self._thread.start()
 
     def _relay(self):
+        # The keys go to the pty only when it has room (the master is non-blocking):
+        # a client typing or pasting faster than the debugger reads used to block this
+        # thread in write(), and with it the debugger's output, which this thread
+        # relays; the debugger then blocked writing it, and both waited for ever.
+        os.set_blocking(self._master, False)
         try:
             while not self._stop.is_set():
                 watch = [self._master] if self.gone else [self._conn, self._master]
-                ready, _, _ = select.select(watch, [], [], 0.2)
+                room = [self._master] if self._keys else []
+                ready, writable, _ = select.select(watch, room, [], 0.2)
                 if self._conn in ready:
                     self._from_client()
-                if self._master in ready:
-                    self._to_client(os.read(self._master, 65536))
+                data = _read(self._master) if self._master in ready else b""
+                if data:
+                    self._to_client(data)
+                if writable:
+                    self._type()
             while select.select([self._master], [], [], 0)[0]:
-                self._to_client(os.read(self._master, 65536))
+                data = _read(self._master)
+                if not data:
+                    break
+                self._to_client(data)
         except OSError:
             pass
+
+    def _type(self):
+        try:
+            self._keys = self._keys[os.write(self._master, self._keys[:4096]) :]
+        except BlockingIOError:
+            pass
+
+    def _press(self, keys):
+        # Beyond MAX_KEYS not taken, keys are dropped, as a terminal whose input
+        # buffer is full drops them: the client is still read, so that its hang-up is seen.
+        self._keys = (self._keys + keys)[:MAX_KEYS]
 
     def _from_client(self):
         try:
@@ -519,15 +600,7 @@ class PtyLink:
         except OSError:
             data = b""
         if not data:
-            self.gone = True
-            if self._spoke and termios.tcgetattr(self._slave)[3] & termios.ISIG:
-                # Cooked mode: a command runs (or pdb's plain readline waits).
-                # Interrupt it, as LineLink does: nobody is left to see it, and
-                # the debugger then finds its client gone. Keys typed now would
-                # be lost when the next prompt puts the pty in raw mode.
-                self._interrupt()
-            else:
-                os.write(self._master, _DETACH_KEYS)
+            self._vanished()
             return
         if b"\x03" in data and termios.tcgetattr(self._slave)[3] & termios.ISIG:
             # Cooked mode: a command is running, not the prompt; a terminal would
@@ -535,16 +608,30 @@ class PtyLink:
             data = data.replace(b"\x03", b"")
             self._interrupt()
         if data:
-            os.write(self._master, data)
+            self._press(data)
+
+    def _vanished(self):
+        self.gone = True
+        if self._spoke and termios.tcgetattr(self._slave)[3] & termios.ISIG:
+            # Cooked mode: a command runs (or pdb's plain readline waits).
+            # Interrupt it, as LineLink does: nobody is left to see it, and
+            # the debugger then finds its client gone. Keys typed now would
+            # be lost when the next prompt puts the pty in raw mode.
+            self._interrupt()
+        else:
+            self._keys = self._keys[: MAX_KEYS - len(_DETACH_KEYS)] + _DETACH_KEYS
 
     def _to_client(self, data):
         self._spoke = True
         if not self.gone:
             try:
-                self._conn.sendall(data, socket.MSG_NOSIGNAL)
-            except OSError:
-                self.gone = True
-                os.write(self._master, _DETACH_KEYS)
+                _send(self._conn, data)
+            except OSError as error:
+                _dropped(error)
+                # A client that takes no output is as good as gone; a command
+                # printing to it is interrupted (before, the relay, and with it
+                # the debugger's writes to the pty, waited on it for ever).
+                self._vanished()
 
     def forget(self):
         """Close this process's copy of the connection (a forked child's, see session).
