@@ -27,20 +27,6 @@ from autodbg.messages import say
 CONSOLE_POLL = 0.2  # seconds between tries of a taken terminal while waiting on the socket
 
 
-def _loopback(host):
-    """Tell whether ``host`` (an address or ``localhost``; no name is looked up) is a loopback one."""
-    import ipaddress
-
-    if host is None:
-        return False
-    if host == "localhost" or host.endswith(".localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
 def _store_host():
     address = identity.store_address()
     return None if address is None else address.rpartition(":")[0]
@@ -200,8 +186,9 @@ class Clients:
         the store there: loopback is what they all reach.
         """
         from autodbg import keys
+        from autodbg.transport import loopback
 
-        if _loopback(address) and identity.multinode() and not _loopback(_store_host()):
+        if loopback(address) and identity.multinode() and not loopback(_store_host()):
             say(
                 f"AUTODBG_LISTEN={address} is a loopback address, which the other hosts of this "
                 "job cannot reach: no TCP listener (set AUTODBG_LISTEN to 0.0.0.0 or to an "

@@ -32,6 +32,29 @@ class TransportError(Exception):
     """Another host cannot be reached, or autodbg cannot run there; one line for the user."""
 
 
+def loopback(host):
+    """Tell whether ``host`` is a loopback address, which other hosts cannot reach.
+
+    Args:
+        host (str | None): an IP address (IPv6 in brackets or not) or a name;
+            no name is looked up: ``localhost`` and ``*.localhost`` (RFC 6761)
+            are loopback, any other name is not.
+
+    Returns:
+        bool: False for None.
+    """
+    import ipaddress
+
+    if host is None:
+        return False
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
 def _template():
     return shlex.split(config.current().remote)
 

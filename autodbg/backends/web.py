@@ -40,7 +40,6 @@ Messages on the websocket, each one JSON object:
 """
 
 import hmac
-import ipaddress
 import json
 import linecache
 import logging
@@ -61,6 +60,7 @@ from websockets.sync.server import serve
 from autodbg import guard
 from autodbg.backends import Channel
 from autodbg.messages import say
+from autodbg.transport import loopback
 
 PAGE = os.path.join(os.path.dirname(__file__), "web_page")
 ASSETS = {
@@ -89,13 +89,6 @@ def _poll(fds, timeout):
         poller.register(fd, select.POLLIN)
     wait = None if timeout is None else max(0, int(timeout * 1000))
     return {fd for fd, _ in poller.poll(wait)}
-
-
-def _loopback(host):
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return host == "localhost"
 
 
 class Server:
@@ -139,13 +132,13 @@ class Server:
         shown = f"[{shown}]" if ":" in shown else shown
         # Any name that reaches a wildcard address is fine; else the address served, or localhost.
         self._hosts = None if wildcard else {f"{shown}:{self.port}"}
-        if _loopback(host):
+        if loopback(host):
             self._hosts |= {
                 f"localhost:{self.port}",
                 f"127.0.0.1:{self.port}",
                 f"[::1]:{self.port}",
             }
-        self.public = not _loopback(host)
+        self.public = not loopback(host)
         self.url = f"http://{shown}:{self.port}/"
         self._cookie = f"autodbg-{self.port}"
         try:
