@@ -647,6 +647,40 @@ def _rank_or_pid(verb):
     )
 
 
+class JobView:
+    """What ``autodbg web`` asks the CLI about the job, as ``ls`` and ``attach`` find it.
+
+    Handed to :mod:`autodbg.dashboard`, which so needs no import of this module.
+
+    Args:
+        args (argparse.Namespace): the verb's ``job`` and ``store``.
+    """
+
+    Error = CliError
+
+    def __init__(self, args):
+        self._args = args
+
+    def sessions(self):
+        """The job's session records, this host's and the store's (as ``autodbg ls``)."""
+        return _sessions(self._args)
+
+    def runtime_dir(self):
+        """The checked runtime directory (CliError when unsafe)."""
+        return _runtime_dir()
+
+    def node_elsewhere(self, record):
+        """The node to reach ``record``'s session through, None for this one (as ``attach``)."""
+        return _node_elsewhere(record, self._args)
+
+
+def cmd_web(args):
+    """Serve one local page for the whole job until Ctrl-C (:mod:`autodbg.dashboard`)."""
+    from autodbg import dashboard
+
+    return dashboard.main(args, JobView(args))
+
+
 def build_parser():
     """Return the argument parser; the README's verb table is checked against it."""
     parser = argparse.ArgumentParser(
@@ -762,6 +796,18 @@ def build_parser():
         "--json", action="store_true", help="print the record (with --list: all of them) as JSON"
     )
     show.set_defaults(func=cmd_show, by=None)
+
+    web = verbs.add_parser(
+        "web", help="serve one page for the whole job: sessions, consoles, stacks, cast"
+    )
+    web.add_argument("--job", help="only this job's sessions and processes")
+    web.add_argument(
+        "--store", metavar="HOST:PORT", help="also list the sessions published in this c10d store"
+    )
+    web.add_argument(
+        "--port", type=int, default=0, help="the port to listen on (default: the kernel picks one)"
+    )
+    web.set_defaults(func=cmd_web)
     return parser
 
 

@@ -127,20 +127,9 @@ class Server:
             logger=quiet,
         )
         self.port = self._server.socket.getsockname()[1]
-        wildcard = host in ("0.0.0.0", "::", "")
-        shown = name if wildcard else host
-        shown = f"[{shown}]" if ":" in shown else shown
-        # Any name that reaches a wildcard address is fine; else the address served, or localhost.
-        self._hosts = None if wildcard else {f"{shown}:{self.port}"}
-        if loopback(host):
-            self._hosts |= {
-                f"localhost:{self.port}",
-                f"127.0.0.1:{self.port}",
-                f"[::1]:{self.port}",
-            }
-        self.public = not loopback(host)
-        self.url = f"http://{shown}:{self.port}/"
-        self._cookie = f"autodbg-{self.port}"
+        self.gate = Gate(host, name, self.port, self.token)
+        self.public = self.gate.public
+        self.url = self.gate.url
         try:
             fd = os.open(token_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
             with os.fdopen(fd, "w") as out:
@@ -223,17 +212,65 @@ class Server:
         except FileNotFoundError:
             pass
 
-    def _refuse(self, connection, why):
-        try:
-            peer = "{}:{}".format(*connection.remote_address[:2])
-        except (OSError, TypeError, ValueError):
-            peer = "a client"
-        say(f"web: refused a request from {peer}: {why}")
-        response = connection.respond(403, "Forbidden\n")
-        response.headers.update(_HEADERS)
-        return response
-
     def _check(self, connection, request):
+        refused = self.gate.check(connection, request)
+        if refused is not None or urllib.parse.urlsplit(request.path).path == "/ws":
+            return refused
+        return asset(connection, request, PAGE, ASSETS)
+
+    @guard.protect("a web client")
+    def _serve_client(self, connection):
+        tab = _Tab(connection)
+        self.link.add(tab)
+        try:
+            os.write(self._arrived_w, b"!")
+        except OSError:
+            pass  # the session closed meanwhile
+        try:
+            for message in connection:
+                self.link.received(message)
+        except ConnectionClosed:
+            pass
+        finally:
+            self.link.remove(tab)
+
+
+class Gate:
+    """The token, cookie, ``Host`` and ``Origin`` checks of a page (this module's, the dashboard's).
+
+    Args:
+        host (str): the address listened on (no brackets).
+        name (str): the host's name, for the URL when ``host`` is a wildcard address.
+        port (int): the port listened on.
+        token (str): the page's token.
+
+    Attributes:
+        url (str): the page's URL, without the token.
+        public (bool): ``host`` is not a loopback address.
+    """
+
+    def __init__(self, host, name, port, token):
+        self.port = port
+        self.token = token
+        wildcard = host in ("0.0.0.0", "::", "")
+        shown = name if wildcard else host
+        shown = f"[{shown}]" if ":" in shown else shown
+        # Any name that reaches a wildcard address is fine; else the address served, or localhost.
+        self._hosts = None if wildcard else {f"{shown}:{port}"}
+        if loopback(host):
+            self._hosts |= {f"localhost:{port}", f"127.0.0.1:{port}", f"[::1]:{port}"}
+        self.public = not loopback(host)
+        self.url = f"http://{shown}:{port}/"
+        self._cookie = f"autodbg-{port}"
+
+    def check(self, connection, request):
+        """Check a request (a ``process_request`` of :func:`websockets.sync.server.serve`).
+
+        Returns:
+            Response | None: a 403 (after one ``autodbg:`` line), the 303 that turns
+            ``/?token=`` into the cookie, or None: the request may go on (a
+            websocket's upgrade, ``/ws``, had its ``Origin`` checked too).
+        """
         hosts = request.headers.get_all("Host")
         host = hosts[0] if len(hosts) == 1 else repr(hosts)
         if self._hosts is not None and host not in self._hosts:
@@ -265,34 +302,33 @@ class Server:
             origin = origins[0] if len(origins) == 1 else origins
             if origin != f"http://{host}":
                 return self._refuse(connection, f"websocket from origin {origin!r}")
-            return None  # the websocket handshake goes on
-        if url.path not in ASSETS:
-            response = connection.respond(404, "Not Found\n")
-            response.headers.update(_HEADERS)
-            return response
-        name, kind = ASSETS[url.path]
-        with open(os.path.join(PAGE, name), "rb") as page:
-            body = page.read()
-        headers = Headers(_HEADERS)
-        headers["Content-Type"] = kind
-        headers["Content-Length"] = str(len(body))
-        return Response(200, "OK", headers, body)
+        return None
 
-    @guard.protect("a web client")
-    def _serve_client(self, connection):
-        tab = _Tab(connection)
-        self.link.add(tab)
+    def _refuse(self, connection, why):
         try:
-            os.write(self._arrived_w, b"!")
-        except OSError:
-            pass  # the session closed meanwhile
-        try:
-            for message in connection:
-                self.link.received(message)
-        except ConnectionClosed:
-            pass
-        finally:
-            self.link.remove(tab)
+            peer = "{}:{}".format(*connection.remote_address[:2])
+        except (OSError, TypeError, ValueError):
+            peer = "a client"
+        say(f"web: refused a request from {peer}: {why}")
+        response = connection.respond(403, "Forbidden\n")
+        response.headers.update(_HEADERS)
+        return response
+
+
+def asset(connection, request, page, assets):
+    """Answer an authenticated request for one of ``assets`` (path: (file name, type)) in ``page``."""
+    path = urllib.parse.urlsplit(request.path).path
+    if path not in assets:
+        response = connection.respond(404, "Not Found\n")
+        response.headers.update(_HEADERS)
+        return response
+    name, kind = assets[path]
+    with open(os.path.join(page, name), "rb") as source:
+        body = source.read()
+    headers = Headers(_HEADERS)
+    headers["Content-Type"] = kind
+    headers["Content-Length"] = str(len(body))
+    return Response(200, "OK", headers, body)
 
 
 class _Tab:
