@@ -50,8 +50,8 @@ SCHEMA = (
 
 _NONE = type(None)
 _NUMBER = (int, float, _NONE)
-# The types of the fields the CLI relies on in a session record (None: absent).
-TYPES = {
+# The types of the identity fields (autodbg.identity) that records and stack headers carry.
+IDENTITY_TYPES = {
     "pid": (int,),
     "job": (str,),
     "host": (str, _NONE),
@@ -60,6 +60,10 @@ TYPES = {
     "world_size": (int, _NONE),
     "role": (str, _NONE),
     "parent_pid": (int, _NONE),
+}
+# The types of the fields the CLI relies on in a session record (None: absent).
+TYPES = {
+    **IDENTITY_TYPES,
     "state": (str, _NONE),
     "socket": (str, _NONE),
     "tcp": (str, _NONE),

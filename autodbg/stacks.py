@@ -63,7 +63,7 @@ import re
 import sys
 import time
 
-from autodbg import guard
+from autodbg import guard, registry
 
 COPY_POLL = 0.1  # seconds between the process's thread's looks at its dump file
 COLLECT_POLL = 0.005  # seconds between the CLI's looks at the dump files
@@ -75,16 +75,9 @@ _fd = None  # this process's dump file, once registered
 _NONE = type(None)
 # The types of the stack file header's fields the CLI relies on (None: absent).
 HEADER_TYPES = {
-    "pid": (int,),
+    **registry.IDENTITY_TYPES,
     "signal": (int,),
     "registered": (int, float),
-    "job": (str,),
-    "host": (str, _NONE),
-    "rank": (int, _NONE),
-    "local_rank": (int, _NONE),
-    "world_size": (int, _NONE),
-    "role": (str, _NONE),
-    "parent_pid": (int, _NONE),
     "main_thread": (int, _NONE),
 }
 _file = None  # its path
@@ -122,7 +115,7 @@ def _open_and_register(parent_pid=None):
     import faulthandler
     import threading
 
-    from autodbg import config, registry
+    from autodbg import config
 
     cfg = config.current()
     folder = registry.job_dir(registry.runtime_dir(cfg.dir), _identity()["job"])
@@ -213,8 +206,6 @@ def _answer_cast(request):
 
 def _write_locals():
     """Answer ``autodbg stack --locals``: every thread's frames with short reprs of their locals."""
-    from autodbg import registry
-
     registry.remove(_file + ".want")
     threads = {}
     for ident, frame in sys._current_frames().items():
@@ -295,8 +286,6 @@ def _after_fork():
 def remove_own_file():
     """Remove this process's stack file and its companions, if it registered one."""
     if _file is not None:
-        from autodbg import registry
-
         registry.remove(_file, _file + ".want", _file + ".locals", _file + ".cast")
 
 
@@ -311,7 +300,7 @@ def _unregister():
     """
     if _file is None:
         return
-    from autodbg import config, registry
+    from autodbg import config
 
     remove_own_file()
 
@@ -341,8 +330,6 @@ def processes(root, job=None):
     Returns:
         list[dict]: the files' headers plus ``path``, sorted by job, rank, pid.
     """
-    from autodbg import registry
-
     found = []
     for name in registry._listdir(root):
         folder = os.path.join(root, name)
@@ -400,8 +387,6 @@ def collect(targets, timeout, with_locals=False):
         answered in time), when asked ``locals`` (bool: they came), and for a
         process in a debugger session ``session`` (see :func:`show_session`).
     """
-    from autodbg import registry
-
     start = time.monotonic()
     pending = {}
     results = []
@@ -471,8 +456,6 @@ def collect(targets, timeout, with_locals=False):
 
 def _session_records(results):
     # pid -> session record, from the runtime directories the targets' stack files are in.
-    from autodbg import registry
-
     roots = {os.path.dirname(os.path.dirname(r["path"])) for r in results}
     return {record["pid"]: record for root in roots for record in registry.sessions(root)}
 
