@@ -14,6 +14,7 @@ With ``AUTODBG_MODE=web`` the session serves a page instead of the socket
 waits for its first tab the same way.
 """
 
+import io
 import os
 import sys
 import threading
@@ -126,9 +127,18 @@ class Clients:
         """Write ``line`` to the attached socket client, if there is one; never raises."""
         link = self._link
         if link is not None and not link.gone:
+            text = f"\r\n{line}\r\n"
+            stdout = link.channel.stdout
             try:
-                link.channel.stdout.write(f"\r\n{line}\r\n")
-                link.channel.stdout.flush()
+                stdout.write(text)
+                stdout.flush()
+            except RuntimeError:
+                # From a signal handler that interrupted a write to the same file
+                # ("reentrant call inside BufferedWriter"): past the file's buffer.
+                try:
+                    os.write(stdout.fileno(), text.encode("utf-8", "replace"))
+                except (OSError, ValueError, AttributeError, io.UnsupportedOperation):
+                    pass
             except (OSError, ValueError):
                 pass
 

@@ -5,12 +5,12 @@ imports nothing but ``os``: no ``dataclasses`` (which pulls in ``inspect`` and
 ``re``, several milliseconds) and no ``signal`` (``_signal`` has the numbers).
 For the same reason:
 
-- each setting is read at its first use, not all at once: start-up uses four
-  of them (``mode``, ``stack_signal``, ``break_signal``, ``hang``, through
-  :func:`setting`), and looking up a variable that is not set costs about
-  3 µs (``os.environ.get`` raises and catches two ``KeyError``), some 20 µs
-  for the other seven. They are read when a session, torch or the launcher
-  needs them;
+- each setting is read at its first use, not all at once: start-up uses six
+  of them (``mode``, ``stack_signal``, ``break_signal``, ``hang``, ``trace``,
+  ``reload``, through :func:`setting`), and looking up a variable
+  that is not set costs about 3 µs (``os.environ.get`` raises and catches two
+  ``KeyError``), some 20 µs for the other seven. They are read when a
+  session, torch or the launcher needs them;
 - the class :class:`Config` is made at its first use (a session's, the
   CLI's), not at import: making a class costs more than the rest of this
   module (about 0.15 M instructions with this one's slots and methods,
@@ -49,6 +49,8 @@ VARIABLES = {
     "AUTODBG_LISTEN": "unset (no TCP)",
     "AUTODBG_REMOTE": "ssh {host}",
     "AUTODBG_KEY_FILE": "~/.config/autodbg/key",
+    "AUTODBG_TRACE": "unset (none)",
+    "AUTODBG_RELOAD": "off",
 }
 
 
@@ -81,6 +83,8 @@ FIELDS = (
     "remote",
     "key_file",
     "hang",
+    "trace",
+    "reload",
 )
 _settings: dict = {}  # this process's settings read so far (from os.environ): field -> value
 _config_class = None
@@ -171,6 +175,11 @@ def _config():
                     main thread's current frame (a live attach), None when ``off``.
                 hang (float | None): seconds without progress of the main thread after
                     which the hang watchdog dumps stacks; None (unset) = no watchdog.
+                trace (tuple[tuple[str, str], ...]): ``(module, qualname)`` of each
+                    function of ``AUTODBG_TRACE`` (``pkg.mod:func``, ``pkg.mod:Class.method``,
+                    ``__main__:func``), traced line by line; () when unset.
+                reload (str): ``off``, or ``watch``: changed source files are reloaded
+                    into the live process as they are saved.
             """
 
             __slots__ = FIELDS + ("_read",)
@@ -201,7 +210,7 @@ def _config():
 
 def _read(name, environ, warn):
     """Return the setting ``name`` (one of ``FIELDS``) read from ``environ``."""
-    # The four settings that start-up uses come first.
+    # The settings that start-up uses come first.
     if name == "mode":
         mode = environ.get("AUTODBG_MODE", "auto").strip().lower() or "auto"
         if mode not in MODES:
@@ -234,6 +243,16 @@ def _read(name, environ, warn):
             pass
         warn(_bad("AUTODBG_HANG", raw, "a number of seconds > 0, or unset", "off"))
         return None
+    if name == "trace":
+        return _targets(environ, "AUTODBG_TRACE", warn)
+    if name == "reload":
+        reload = environ.get("AUTODBG_RELOAD", "").strip().lower()
+        if reload in FALSE:
+            return "off"
+        if reload != "watch":
+            warn(_bad("AUTODBG_RELOAD", reload, "watch or off", "off"))
+            return "off"
+        return reload
     if name == "wait":
         return _seconds(environ, "AUTODBG_WAIT", DEFAULT_WAIT, 0, warn)
     if name == "pg_timeout":
@@ -266,6 +285,23 @@ def _read(name, environ, warn):
             environ.get("AUTODBG_KEY_FILE", "").strip() or "~/.config/autodbg/key"
         )
     return environ.get("AUTODBG_LISTEN", "").strip() or None  # listen
+
+
+def _targets(environ, variable, warn):
+    """Return the ``(module, qualname)`` pairs of a comma-separated ``module:qualname`` list."""
+    targets = []
+    for item in environ.get(variable, "").split(","):
+        item = item.strip()
+        if not item:
+            continue
+        module, _, qualname = item.partition(":")
+        module, qualname = module.strip(), qualname.strip()
+        names = module.split(".") + qualname.split(".")
+        if all(name.isidentifier() for name in names):
+            targets.append((module, qualname))
+        else:
+            warn(f"{variable}: {item!r} is not module:function or module:Class.method; left out")
+    return tuple(targets)
 
 
 def _seconds(environ, variable, default, least, warn):

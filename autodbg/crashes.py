@@ -43,6 +43,7 @@ MAX_VALUE_CHARS = 200
 MAX_RECORD_BYTES = 256 * 1024
 MAX_TRACEBACK_CHARS = 64 * 1024
 MAX_FRAMES = 100  # the innermost ones; the traceback text still has them all
+MAX_TRACE_CHARS = 64 * 1024  # of the last traced events (autodbg.trace), the newest kept
 REPR_SECONDS = 2.0
 KEEP = 100
 MAX_AGE = 14 * 24 * 3600
@@ -115,6 +116,12 @@ def build(session, exc, tb):
         ],
         "truncated": False,
     }
+    trace = sys.modules.get("autodbg.trace")  # AUTODBG_TRACE: the thread's last traced events
+    if trace is not None:
+        events = trace.last(session.thread_ident, trace.KEPT)
+        while events and sum(map(len, events)) > MAX_TRACE_CHARS:
+            events.pop(0)
+        data["trace"] = events
     budget = MAX_RECORD_BYTES - len(json.dumps(data)) - 1024  # 1 KiB for the note and flags
     _fill_locals(data, [frame for frame, _ in frames], budget)
     return data
@@ -445,6 +452,9 @@ def format_text(data):
             lines.append(f"    ({frame['locals_omitted']} more not recorded)")
         elif not frame.get("locals"):
             lines.append("    (no locals)")
+    if data.get("trace") and isinstance(data["trace"], list):
+        lines += ["", "Last traced events of the thread (AUTODBG_TRACE), oldest first:"]
+        lines += [str(event) for event in data["trace"]]
     if data.get("note"):
         lines.append(f"note: {data['note']}")
     return "\n".join(lines)

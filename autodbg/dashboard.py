@@ -53,6 +53,8 @@ ASSETS = {
 POLL = 0.5  # seconds between two readings of the registry
 RUN_TIMEOUT = 30.0  # seconds: bound on a `stack --all` or `cast` run for a page
 READY_TIMEOUT = 10.0  # seconds a session has to answer a console's handshake
+MAX_RUNS = 4  # `stack --all` and `cast` runs going at once, for all the pages
+CLOSE_WAIT = 1.0  # seconds the end (Ctrl-C) waits for the pages to see the close
 FIELDS = ("job", "rank", "world_size", "host", "pid", "state", "exception", "where", "started")
 
 
@@ -96,15 +98,14 @@ class _Page:
 
     def __init__(self, connection):
         self.connection = connection
-        self._lock = threading.Lock()
+        # Its own sending thread and queue (web.Tab): a page that reads nothing delays
+        # neither the registry's poller nor the consoles, and is dropped (SEND_WAIT).
+        self.tab = web.Tab(connection)
         self.consoles = {}
 
     def send(self, data):
-        try:
-            with self._lock:
-                self.connection.send(json.dumps(data))
-        except (ConnectionClosed, OSError):
-            pass  # the page is gone; its handler's loop ends
+        """Queue ``data`` (JSON) for the page; never blocks."""
+        self.tab.put(json.dumps(data))
 
 
 class _Console:
@@ -151,7 +152,7 @@ class _Console:
 
     def write(self, line):
         """Send one debugger command (a line) to the session."""
-        data = (line.rstrip("\n") + "\n").encode()
+        data = (line.rstrip("\n") + "\n").encode("utf-8", "replace")  # a lone surrogate: ?
         try:
             if self._sock is not None:
                 self._sock.sendall(data)
@@ -192,6 +193,7 @@ class Dashboard:
         self.token = secrets.token_urlsafe(32)
         self.pages = set()
         self._lock = threading.Lock()
+        self._runs = threading.BoundedSemaphore(MAX_RUNS)
         self._table = None
         quiet = logging.getLogger("autodbg.dashboard")
         quiet.addHandler(logging.NullHandler())
@@ -204,6 +206,7 @@ class Dashboard:
             server_header=None,
             max_size=web.MAX_MESSAGE,
             compression=None,
+            create_connection=web.Connection,  # bounded sends
             logger=quiet,
         )
         port = self.server.socket.getsockname()[1]
@@ -225,21 +228,53 @@ class Dashboard:
             )
         print(f"autodbg: dashboard: open {self.gate.url}?token={self.token}", flush=True)
         threading.Thread(target=self._poll, name="autodbg-dashboard-poll", daemon=True).start()
-        serving = threading.Thread(
-            target=self.server.serve_forever, name="autodbg-dashboard", daemon=True
-        )
+        serving = threading.Thread(target=self._accept, name="autodbg-dashboard", daemon=True)
         serving.start()
         try:
             while serving.is_alive():
                 serving.join(1.0)
         finally:
-            self.server.shutdown()
-            with self._lock:
-                pages = list(self.pages)
-            for page in pages:
-                for console in list(page.consoles.values()):
-                    console.close()
-                page.connection.close()
+            self._close()
+
+    def _accept(self):
+        # serve_forever()'s loop, but with daemon threads (as autodbg.backends.web's): the
+        # library's are not, and its shutdown() waits for every one, so a tab that never
+        # answers the close, or a client that never ends its handshake, would hold Ctrl-C's
+        # exit for the library's timeouts (10 s each).
+        listener = self.server.socket
+        while True:
+            try:
+                sock, address = listener.accept()
+            except OSError:
+                if listener.fileno() == -1:
+                    return  # closed: the dashboard ends
+                time.sleep(0.1)  # out of descriptors, say: let a client end first
+                continue
+            threading.Thread(
+                target=self.server.handler,
+                args=(sock, address),
+                name="autodbg-dashboard-client",
+                daemon=True,
+            ).start()
+
+    def _close(self):
+        # Consoles first (each session then waits for its next client), then the pages'
+        # closing handshakes, all at once and for CLOSE_WAIT seconds at most.
+        self.server.socket.close()
+        with self._lock:
+            pages = list(self.pages)
+        closing = []
+        for page in pages:
+            for console in list(page.consoles.values()):
+                console.close()
+            closer = threading.Thread(
+                target=page.connection.close, name="autodbg-dashboard-close", daemon=True
+            )
+            closer.start()
+            closing.append(closer)
+        deadline = time.monotonic() + CLOSE_WAIT
+        for closer in closing:
+            closer.join(max(0.0, deadline - time.monotonic()))
 
     def _poll(self):
         while True:
@@ -271,13 +306,16 @@ class Dashboard:
                 self.pages.discard(page)
             for console in list(page.consoles.values()):
                 console.close()
+            page.tab.close()
 
     def _received(self, page, message):
         try:
             data = json.loads(message)
-            kind = data["type"]
-        except (ValueError, TypeError, KeyError):
-            return
+            kind, key = data["type"], data.get("key")
+        except (ValueError, TypeError, KeyError, AttributeError, RecursionError):
+            return  # not an object of ours (RecursionError: [[[[...)
+        if not isinstance(key, str):
+            key = None  # a list or a dict as a key: unhashable, and no session's
         job = ["--job", self.args.job] if self.args.job else []
         job += ["--store", self.args.store] if self.args.store else []
         if kind == "stacks":
@@ -286,12 +324,12 @@ class Dashboard:
             # After "--", what a page sends is never an option (``--store``...).
             command = str(data.get("command", ""))
             self._run(page, "cast", ["cast", *job, "--", data["ranks"], command])
-        elif kind == "open" and isinstance(data.get("key"), str):
-            self._open(page, data["key"])
-        elif kind == "input" and data.get("key") in page.consoles:
-            page.consoles[data["key"]].write(str(data.get("text", "")))
-        elif kind == "close" and data.get("key") in page.consoles:
-            page.consoles.pop(data["key"]).close()
+        elif kind == "open" and key is not None:
+            self._open(page, key)
+        elif kind == "input" and key in page.consoles:
+            page.consoles[key].write(str(data.get("text", "")))
+        elif kind == "close" and key in page.consoles:
+            page.consoles.pop(key).close()
 
     def _open(self, page, key):
         here = os.uname().nodename
@@ -313,9 +351,18 @@ class Dashboard:
             page.send({"type": "console-end", "key": key})
 
     def _run(self, page, kind, ask):
-        # On a thread of its own: the page's consoles go on meanwhile.
+        # On a thread of its own: the page's consoles go on meanwhile. MAX_RUNS at once:
+        # a page that asks again and again gets told, instead of a process each time.
+        if not self._runs.acquire(blocking=False):
+            text = f"autodbg: {MAX_RUNS} runs are going already; try again when one ends\n"
+            page.send({"type": kind, "text": text})
+            return
+
         def run():
-            page.send({"type": kind, "text": self._autodbg(ask)})
+            try:
+                page.send({"type": kind, "text": self._autodbg(ask)})
+            finally:
+                self._runs.release()
 
         threading.Thread(target=run, name="autodbg-dashboard-run", daemon=True).start()
 
@@ -330,6 +377,8 @@ class Dashboard:
             )
         except subprocess.TimeoutExpired:
             return f"autodbg: `autodbg {' '.join(ask)}` did not end within {RUN_TIMEOUT:g} s\n"
+        except ValueError as error:  # a NUL or a lone surrogate in what the page sent
+            return f"autodbg: cannot run that: {error}\n"
         return done.stdout + done.stderr
 
 

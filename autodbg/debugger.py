@@ -242,6 +242,31 @@ class _AutodbgMixin:
         line = self.stdin.readline()
         return line.rstrip("\r\n") if line else "EOF"
 
+    def do_reload(self, arg):
+        """reload
+        Apply the source files changed since they were imported to the live
+        program: changed functions and methods get their new code in place
+        (autodbg.reload)."""
+        from autodbg import reload
+
+        reload.command(self, arg)
+
+    def do_tasks(self, arg):
+        """tasks
+        List the tasks of every running asyncio loop of the process, with
+        the coroutines each is in and what it awaits (autodbg.tasks)."""
+        from autodbg import tasks
+
+        tasks.command(self, arg)
+
+    def do_trace(self, arg):
+        """trace [N]
+        Show the last N (default 20) traced events of this thread
+        (AUTODBG_TRACE; autodbg.trace)."""
+        from autodbg import trace
+
+        trace.command(self, arg)
+
     def do_EOF(self, arg):
         """EOF (Ctrl-D): on the console, quit; on a socket, detach and let another client attach."""
         if self._autodbg_channel.kind == "console":

@@ -55,7 +55,8 @@ _loader_class = None
 def after_import(name, callback):
     """Call ``callback(module)`` right after the module ``name`` is first imported.
 
-    If it is already imported, call it now.
+    If it is already imported, call it now. Several callbacks for one name
+    run in the order they were given.
 
     Args:
         name (str): the module's full name.
@@ -68,7 +69,18 @@ def after_import(name, callback):
         return
     if not _watched:
         sys.meta_path.insert(0, sys.modules[__name__])
+    previous = _watched.get(name)
+    if previous is not None:
+        callback = _both(previous, callback)
     _watched[name] = callback
+
+
+def _both(first, then):
+    def callback(module):
+        _run_callback(first, module)
+        _run_callback(then, module)
+
+    return callback
 
 
 def find_spec(name, path=None, target=None):
@@ -172,7 +184,7 @@ def start():
 def install():
     """Install autodbg's hooks in this process. Called once, by :func:`start`.
 
-    Reads the four settings it needs with :func:`autodbg.config.setting`
+    Reads the six settings it needs with :func:`autodbg.config.setting`
     (no :class:`autodbg.config.Config` at start-up: the config module says why).
     """
     global _original_excepthook, _printing_excepthook
@@ -216,6 +228,16 @@ def install():
     after_import("multiprocessing.process", _later("children", "patch"))
     after_import("torch.multiprocessing.spawn", _later("children", "patch"))
     after_import("torch.utils.data._utils.worker", _later("children", "patch"))
+    after_import("asyncio.base_events", _later("tasks", "patch"))
+    # Fix and retry: each module patches its targets as their modules are imported.
+    if setting("trace"):
+        from autodbg import trace
+
+        trace.watch(setting("trace"))
+    if setting("reload") == "watch":
+        from autodbg import reload
+
+        reload.watch()
 
 
 def excepthook(exc_type, exc, tb):
@@ -236,6 +258,10 @@ def excepthook(exc_type, exc, tb):
         sys.__excepthook__(exc_type, exc, tb)  # the traceback is printed, whoever failed
     finally:
         _printing = False
+    if "TORCHELASTIC_ERROR_FILE" in os.environ:  # a torchrun worker, or its child
+        from autodbg import error_file, guard
+
+        guard.call("torchelastic's error file", error_file.write, exc)
     post_mortem(exc, tb)
 
 

@@ -29,10 +29,12 @@ import hashlib
 import hmac
 import os
 import stat
+import time
 
 KEY_BYTES = 32  # random bytes of a key autodbg makes; the least a key file may hold
 NONCE_BYTES = 32
 FRAME_MAX = 65536  # bytes of data in one sealed frame
+RELAY_BUFFER = 4 * FRAME_MAX  # bytes a relay holds for one side before it stops reading the other
 _HEADER = 4 + 32  # a frame: data length (4 bytes, big-endian), HMAC-SHA256, data
 _relayed: set = set()  # the sockets of the relays running in this process (:func:`forget`)
 
@@ -180,7 +182,9 @@ def seal(conn, role, key, client_nonce, server_nonce):
     (frames) and the socket returned (plain bytes), until both directions
     have ended or the returned socket's user has closed it. A frame whose
     HMAC does not match ends the connection. A shutdown of the sending side
-    goes through as TCP's own (``shutdown(SHUT_WR)``).
+    goes through as TCP's own (``shutdown(SHUT_WR)``). The relay never blocks
+    on a send (:func:`_relay`); the session's end drops a client that takes
+    none of its output for twice :data:`autodbg.backends.socket.SEND_WAIT` seconds.
 
     Args:
         conn (socket.socket): the authenticated TCP connection; the relay owns it now.
@@ -202,9 +206,19 @@ def seal(conn, role, key, client_nonce, server_nonce):
     upstream = proof(key, "client to server", client_nonce, server_nonce)
     downstream = proof(key, "server to client", client_nonce, server_nonce)
     send, receive = (upstream, downstream) if role == "client" else (downstream, upstream)
+    from autodbg.backends.socket import SEND_WAIT
+
+    # The session drops a client that reads nothing, with its line, when its own sends to
+    # the local end stall (the relay holds RELAY_BUFFER bytes, then reads no more); the
+    # relay's bound, twice that, ends the relay after that, when the client still takes
+    # nothing. A client waits for the session as long as the session takes.
+    send_wait = 2 * SEND_WAIT if role == "server" else None
     relay = guard.protect("the TCP connection's relay")(_relay)
     threading.Thread(
-        target=relay, args=(conn, outer, send, receive), name="autodbg-tcp-relay", daemon=True
+        target=relay,
+        args=(conn, outer, send, receive, send_wait),
+        name="autodbg-tcp-relay",
+        daemon=True,
     ).start()
     return inner
 
@@ -213,36 +227,74 @@ def _frame_mac(key, number, data):
     return hmac.new(key, number.to_bytes(8, "big") + data, hashlib.sha256).digest()
 
 
-def _relay(tcp, local, send, receive):
+def _relay(tcp, local, send, receive, send_wait):
+    """Relay between ``tcp`` (frames) and ``local`` (plain bytes); never blocks on a send.
+
+    Both sockets are non-blocking: what one side has not taken yet waits in a
+    buffer of its own, and the other side is read only while that buffer
+    holds less than :data:`RELAY_BUFFER` bytes, so each direction waits for
+    its reader without holding up the other (a client pasting keys while a
+    command prints: the session takes no keys, the relay still takes its
+    output). ``tcp`` must take some of what waits for it within ``send_wait``
+    seconds (None: no bound), else the connection is dropped, as
+    :func:`autodbg.backends.socket._send` drops a client that reads nothing.
+    """
     import select
     import socket
 
     sent = received = 0
-    pending = b""
+    pending = b""  # bytes from tcp, not yet a whole frame
+    out = {tcp: bytearray(), local: bytearray()}  # bytes for each side, not yet taken
+    other = {tcp: local, local: tcp}
     reading = {tcp: True, local: True}
+    closing = {tcp: False, local: False}  # its peer's end came: shut it once its bytes are out
+    gone = set()  # sides that hung up: nothing more goes to or comes from them
+    stalled = None  # monotonic time since which tcp has taken nothing of what waits for it
     poller = select.poll()
+    ended = select.POLLHUP | select.POLLERR | select.POLLNVAL
     try:
-        while reading[tcp] or reading[local]:
-            for sock in (tcp, local):
-                poller.register(sock, select.POLLIN if reading[sock] else 0)
-            events = dict(poller.poll())
-            if any(events.get(s.fileno(), 0) and not reading[s] for s in (tcp, local)):
-                return  # hung up on a side already ended: the connection is over
-            if reading[local] and events.get(local.fileno()):
+        for sock in (tcp, local):
+            sock.setblocking(False)
+        while reading[tcp] or reading[local] or out[tcp] or out[local]:
+            for sock in set(out) - gone:
+                room = len(out[other[sock]]) < RELAY_BUFFER
+                mask = select.POLLIN if reading[sock] and room else 0
+                poller.register(sock, mask | (select.POLLOUT if out[sock] else 0))
+            wait = None
+            if out[tcp] and send_wait is not None:
+                stalled = time.monotonic() if stalled is None else stalled
+                wait = max(0, int((stalled + send_wait - time.monotonic()) * 1000) + 1)
+            events = dict(poller.poll(wait))
+            if out[tcp] and send_wait is not None and time.monotonic() - stalled >= send_wait:
+                return  # it has read nothing for send_wait seconds: drop it
+            for sock in set(out) - gone:
+                got = events.get(sock.fileno(), 0)
+                if got & ended and not reading[sock]:
+                    # Hung up on a side already ended: what waits for it is lost, what
+                    # waits for the other side still goes there (the session's last words).
+                    gone.add(sock)
+                    poller.unregister(sock)
+                    out[sock].clear()
+                    reading[other[sock]] = False
+                elif got & select.POLLOUT:
+                    taken = sock.send(out[sock], socket.MSG_NOSIGNAL)
+                    del out[sock][:taken]
+                    if sock is tcp and taken:
+                        stalled = None
+            if reading[local] and events.get(local.fileno(), 0) & (select.POLLIN | ended):
                 data = local.recv(FRAME_MAX)
                 if not data:
                     reading[local] = False
-                    tcp.shutdown(socket.SHUT_WR)
+                    closing[tcp] = True
                 else:
                     mac = _frame_mac(send, sent, data)
-                    tcp.sendall(len(data).to_bytes(4, "big") + mac + data)
+                    out[tcp] += len(data).to_bytes(4, "big") + mac + data
                     sent += 1
-            if reading[tcp] and events.get(tcp.fileno()):
+            if reading[tcp] and events.get(tcp.fileno(), 0) & (select.POLLIN | ended):
                 chunk = tcp.recv(FRAME_MAX + _HEADER)
                 if not chunk:
                     reading[tcp] = False
-                    local.shutdown(socket.SHUT_WR)
-                    continue
+                    closing[local] = True
                 pending += chunk
                 while len(pending) >= _HEADER:
                     size = int.from_bytes(pending[:4], "big")
@@ -255,9 +307,13 @@ def _relay(tcp, local, send, receive):
                     if not hmac.compare_digest(mac, _frame_mac(receive, received, data)):
                         return  # changed, added, dropped or reordered on the way
                     received += 1
-                    local.sendall(data)
+                    out[local] += data
+            for sock in set(out) - gone:
+                if closing[sock] and not out[sock]:
+                    closing[sock] = False
+                    sock.shutdown(socket.SHUT_WR)  # TCP's own end of input, passed on
     except OSError:
-        pass
+        pass  # a side is gone (ECONNRESET, EPIPE): so is the connection
     finally:
         _relayed.difference_update((tcp, local))
         tcp.close()

@@ -6,7 +6,9 @@ Every line starts with ``autodbg:`` and, where known, ``[rank N]``. It goes to
 Not imported at start-up unless a setting is bad.
 """
 
+import _thread
 import sys
+import time
 
 # How every line about a failure of autodbg's own begins, after the prefix: the
 # tests fail on any of them (tests/conftest.py), so each such line uses one.
@@ -23,6 +25,10 @@ FAILURES = (
     "cannot serve the session's page",  # AUTODBG_MODE=web, but no page: no session
     "AUTODBG_MODE=web needs the websockets package",
 )
+REFUSALS_PERIOD = 10.0  # seconds: the window in which refusals of one reason are counted
+REFUSALS_SHOWN = 5  # lines a reason gets in one window; the ones beyond are counted
+_refusals: dict = {}  # reason -> [window start (monotonic s), lines shown, left out, last line left out]
+_refusals_lock = _thread.allocate_lock()  # _thread: built in, no import cost
 
 
 def say(text):
@@ -55,3 +61,54 @@ def internal_error(where, error):
         error (BaseException): what it raised.
     """
     say(f"internal error in {where}: {type(error).__name__}: {error}")
+
+
+def refused(reason, text):
+    """Print the line of one refused client, unless its reason flooded stderr already.
+
+    A reason gets :data:`REFUSALS_SHOWN` lines in a window of
+    :data:`REFUSALS_PERIOD` seconds (the first of them opens the window);
+    the refusals beyond are counted, and when the window ends one more line,
+    the last of them, says how many were left out: ``<text> (12 more refused
+    in the last 10 s)``. So a single refusal is one clear line, and a flood of
+    bad clients (a port scan, a script retrying) costs a few lines a window.
+    The closing line is printed by a timer thread, ``autodbg-refusals``,
+    started by the first refusal left out. Never blocks, never raises.
+
+    Args:
+        reason (str): what the refusal is for, without what varies from
+            client to client (its address): ``web: wrong token``.
+        text (str): the line, without the prefix, as :func:`say` takes it.
+    """
+    now = time.monotonic()
+    with _refusals_lock:
+        entry = _refusals.get(reason)
+        if entry is None or now - entry[0] >= REFUSALS_PERIOD:
+            entry = _refusals[reason] = [now, 0, 0, None]
+        show = entry[1] < REFUSALS_SHOWN
+        if show:
+            entry[1] += 1
+        else:
+            entry[2] += 1
+            entry[3] = text
+        first_left_out = not show and entry[2] == 1
+    if show:
+        say(text)
+    elif first_left_out:
+        import threading
+
+        from autodbg import guard
+
+        summary = guard.protect("the refusals' summary")(_left_out)
+        timer = threading.Timer(entry[0] + REFUSALS_PERIOD - now, summary, (reason, entry))
+        timer.name, timer.daemon = "autodbg-refusals", True
+        timer.start()
+
+
+def _left_out(reason, entry):
+    with _refusals_lock:
+        if _refusals.get(reason) is entry:
+            del _refusals[reason]  # the next refusal opens a new window
+        count, text = entry[2], entry[3]
+    more = f" ({count - 1} more refused in the last {REFUSALS_PERIOD:g} s)" if count > 1 else ""
+    say(f"{text}{more}")

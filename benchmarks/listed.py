@@ -53,7 +53,7 @@ import sys
 import tempfile
 import time
 
-from measure import clean_env, log
+from measure import clean_env, log, start_job, stop_job
 
 from autodbg import registry
 
@@ -74,40 +74,6 @@ f()
 """
 
 
-def start(count, root, job, release, preload):
-    procs = []
-    for rank in range(count):
-        env = clean_env("1")
-        env.update(
-            AUTODBG_DIR=root,
-            AUTODBG_MODE="socket",
-            AUTODBG_WAIT="600",
-            RANK=str(rank),
-            LOCAL_RANK=str(rank),
-            WORLD_SIZE=str(count),
-            TORCHELASTIC_RUN_ID=job,
-        )
-        procs.append(
-            subprocess.Popen(
-                [sys.executable, "-c", (PRELOAD if preload else "") + PROGRAM, release],
-                env=env,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.DEVNULL,
-            )
-        )
-    for proc in procs:
-        if proc.stdout.readline().strip() != b"ready":
-            raise SystemExit("a measured process did not start")
-    return procs
-
-
-def stop(procs):
-    for proc in procs:
-        proc.kill()
-    for proc in procs:
-        proc.wait()
-
-
 def one_round(count, preload, with_cli):
     """Crash ``count`` processes at once; return per-process phases (seconds) and round figures.
 
@@ -121,7 +87,8 @@ def one_round(count, preload, with_cli):
     release = os.path.join(root, "release")
     os.mkfifo(release, 0o600)
     writer = os.open(release, os.O_RDWR)  # so that no process's open() waits for a writer
-    procs = start(count, root, job, release, preload)
+    program = [*(["-c", PRELOAD + PROGRAM] if preload else ["-c", PROGRAM]), release]
+    procs = start_job(count, root, job, program, AUTODBG_MODE="socket", AUTODBG_WAIT="600")
     seen = {}  # (pid, state) -> first time listed
     polls = []
     cli = []
@@ -160,7 +127,7 @@ def one_round(count, preload, with_cli):
                 data = json.load(source)
             crash_records[data["pid"]] = data["time"]
     finally:
-        stop(procs)
+        stop_job(procs)
         shutil.rmtree(root, ignore_errors=True)
     phases = []
     crashes = {pid: float(r["exception"].rsplit(" ", 1)[1]) for pid, r in records.items()}

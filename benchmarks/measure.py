@@ -1,4 +1,4 @@
-"""What the benchmarks share: progress lines, the measured children's environment, goal verdicts."""
+"""What the benchmarks share: progress lines, the measured children's environment, small jobs, goal verdicts."""
 
 import os
 import subprocess
@@ -31,6 +31,49 @@ def clean_env(autodbg=None):
     if autodbg is not None:
         env["AUTODBG"] = autodbg
     return env
+
+
+def start_job(count, runtime_dir, job, argv, **settings):
+    """Start ``count`` Python processes that form one job of ``count`` ranks, as torchrun's workers.
+
+    Each runs ``python ARGV`` with ``AUTODBG=1``, torchrun's variables
+    (``RANK``, ``LOCAL_RANK``, ``WORLD_SIZE``, ``TORCHELASTIC_RUN_ID=job``),
+    ``AUTODBG_DIR=runtime_dir`` and ``settings`` (``AUTODBG_*`` names to
+    values), and must print ``ready`` on its stdout: blocks until all have,
+    and exits the benchmark when one did not.
+
+    Returns:
+        list[subprocess.Popen]: the processes, rank order; stop them with :func:`stop_job`.
+    """
+    procs = []
+    for rank in range(count):
+        env = clean_env("1")
+        env.update(
+            settings,
+            AUTODBG_DIR=runtime_dir,
+            RANK=str(rank),
+            LOCAL_RANK=str(rank),
+            WORLD_SIZE=str(count),
+            TORCHELASTIC_RUN_ID=job,
+        )
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, *argv], env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
+            )
+        )
+    for proc in procs:
+        if proc.stdout.readline().strip() != b"ready":
+            stop_job(procs)
+            raise SystemExit("a measured process did not start")
+    return procs
+
+
+def stop_job(procs):
+    """Kill the processes of :func:`start_job` and wait for them."""
+    for proc in procs:
+        proc.kill()
+    for proc in procs:
+        proc.wait()
 
 
 def verdict(ci, goal):

@@ -22,12 +22,10 @@ import os
 import shutil
 import signal
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 
-from measure import clean_env, log, time_cli
+from measure import log, start_job, stop_job, time_cli
 
 PROGRAM = """
 import threading, autodbg.stacks
@@ -37,37 +35,6 @@ for name in ("loader", "logger"):
 print("ready", flush=True)
 lock = threading.Lock(); lock.acquire(); lock.acquire()  # the second blocks in C
 """
-
-
-def start(count, runtime_dir, job):
-    procs = []
-    for rank in range(count):
-        env = clean_env("1")
-        env.update(
-            AUTODBG_DIR=runtime_dir,
-            RANK=str(rank),
-            LOCAL_RANK=str(rank),
-            WORLD_SIZE=str(count),
-            TORCHELASTIC_RUN_ID=job,
-        )
-        procs.append(
-            subprocess.Popen(
-                [sys.executable, "-c", PROGRAM],
-                env=env,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.DEVNULL,
-            )
-        )
-    for proc in procs:
-        assert proc.stdout.readline().strip() == b"ready"
-    return procs
-
-
-def stop(procs):
-    for proc in procs:
-        proc.kill()
-    for proc in procs:
-        proc.wait()
 
 
 def dump_latency(pid, path, rounds):
@@ -110,10 +77,10 @@ def main():
     runtime_dir = tempfile.mkdtemp(prefix="adb-", dir="/tmp")
     try:
         log("dump latency: one process, main thread blocked in C, 3 threads")
-        procs = start(1, runtime_dir, "latency")
+        procs = start_job(1, runtime_dir, "latency", ["-c", PROGRAM])
         (path,) = glob.glob(os.path.join(runtime_dir, "latency", "*.stack"))
         times = dump_latency(procs[0].pid, path, args.rounds)
-        stop(procs)
+        stop_job(procs)
         ms = sorted(t * 1000 for t in times)
         median = statistics.median(ms)
         print(
@@ -124,11 +91,11 @@ def main():
         for count in (4, 16, 32):
             job = f"bench{count}"
             log(f"autodbg stack --all: {count} processes")
-            procs = start(count, runtime_dir, job)
+            procs = start_job(count, runtime_dir, job, ["-c", PROGRAM])
             try:
                 times, text = stack_all(runtime_dir, job, max(3, args.rounds // 10))
             finally:
-                stop(procs)
+                stop_job(procs)
             assert text.startswith("ranks 0,1,2,3") and text.count("main thread") == 1, text[
                 :500
             ]  # one group

@@ -7,19 +7,25 @@ and a bounded count and time, prints how many cases it ran, and ends with a
 good client attaching to the same debugged process and getting its answer.
 """
 
+import base64
+import http.client
+import itertools
 import json
 import os
 import random
 import re
 import socket
 import subprocess
+import threading
 import time
 
+import psutil
 import pytest
 from conftest import PYTHON
 from harness import BIN, target, wait_for_record, wait_until
+from websockets.sync.client import connect as ws_connect
 
-from autodbg import keys, registry, stacks
+from autodbg import keys, messages, registry, stacks
 from autodbg.backends.socket import AUTH_WAIT, SEND_WAIT
 
 AUTODBG = os.path.join(BIN, "autodbg")
@@ -47,7 +53,17 @@ def assert_attachable(env, proc):
     # The last bad client's leaving ends when the session waits again: a loaded machine
     # may take a while to get its debugger there, and until then a client is told "busy".
     wait_for_record(env["AUTODBG_DIR"], timeout=CASE_WAIT, pid=proc.pid, state="waiting")
-    out = cli(env, "attach", str(proc.pid), "-c", "p secret * 1111")
+    # The record may say "waiting" a moment before the session has let the last bad
+    # client go: it answers "busy" until then, an answer a user would retry on.
+    answers = []
+
+    def answered():
+        out = cli(env, "attach", str(proc.pid), "-c", "p secret * 1111")
+        answers.append(out)
+        return "busy" not in out.stdout + out.stderr
+
+    wait_until(answered, CASE_WAIT, "an answer that is not busy")
+    out = answers[-1]
     assert out.returncode == 0 and "46662" in out.stdout, out.stdout + out.stderr
 
 
@@ -580,7 +596,53 @@ def test_a_client_that_never_reads_is_dropped(env, runtime_dir, start, tmp_path,
         proc.output
     )
     assert_attachable(env, proc)
+    if kind == "tcp":
+        # The relay waits for it no longer than the session did (twice SEND_WAIT from
+        # its stall), then lets the connection go, though the client still reads nothing.
+        mine = stuck.getsockname()[1]
+        wait_until(
+            lambda: (
+                not [
+                    c
+                    for c in psutil.Process(proc.pid).net_connections("tcp")
+                    if c.raddr and c.raddr.port == mine
+                ]
+            ),
+            2 * SEND_WAIT + CASE_WAIT,
+            "the relay to let the client go",
+        )
     stuck.close()
+
+
+@pytest.mark.timeout(120)
+def test_the_relay_takes_output_while_the_session_takes_no_keys(tcp_env, runtime_dir, start):
+    # A TCP client pastes keys while a command prints: the session reads no keys until
+    # the command ends, so they fill the relay's way in; its output must still get out
+    # (a relay blocked in a send of keys took none, and the session dropped the client).
+    proc, record = crashed(start, tcp_env, runtime_dir)
+    host, _, port = record["tcp"].rpartition(":")
+    key = keys.load(tcp_env["AUTODBG_KEY_FILE"])
+    conn, mine, theirs = authenticated((host, int(port)), key)
+    conn.settimeout(None)
+    plain = keys.seal(conn, "client", key, mine, theirs)
+    plain.settimeout(CASE_WAIT)
+    plain.sendall(
+        b"AUTODBG-ATTACH/1 line\n"
+        b"!import time; [print('x' * 2000, i) or time.sleep(0.01) for i in range(800)]\n"
+    )
+    paste = (b"#" + b"k" * 1000 + b"\n") * 1000 + b"p secret * 1111\n"
+    writer = threading.Thread(target=plain.sendall, args=(paste,), daemon=True)
+    writer.start()
+    got = b""
+    while b"46662" not in got:
+        chunk = plain.recv(65536)
+        assert chunk, got[-2000:]
+        got += chunk
+    writer.join(CASE_WAIT)
+    assert b"x" * 2000 + b" 799" in got
+    assert "dropped the socket client" not in proc.output, proc.output
+    plain.close()
+    assert_attachable(tcp_env, proc)
 
 
 @pytest.mark.timeout(120)
@@ -673,3 +735,538 @@ def test_an_unsafe_runtime_dir_is_refused_by_the_cli_and_the_owner_attaches(
         assert "world-writable" in out.stderr or "is a symlink" in out.stderr, out.stderr
     os.chmod(runtime_dir, 0o700)
     assert_attachable(env, proc)
+
+
+# The web endpoints: a session's page (AUTODBG_MODE=web) and the dashboard (`autodbg web`).
+
+WEB_URL = re.compile(r"open http://127\.0\.0\.1:(\d+)/\?token=([A-Za-z0-9_-]+)")
+
+
+def web_session(start, env):
+    """Start web_crash.py in web mode; return (proc, port, token, cookie)."""
+    proc = start(
+        [PYTHON, target("web_crash.py")], dict(env, AUTODBG_MODE="web", AUTODBG_WAIT="600")
+    )
+    proc.wait_for("?token=")
+    port, token = WEB_URL.search(proc.output).groups()
+    return proc, int(port), token, web_cookie(int(port), token)
+
+
+def web_cookie(port, token):
+    status, headers, _ = http_get(port, f"/?token={token}")
+    assert status == 303, (status, headers)
+    return headers["Set-Cookie"].split(";")[0]
+
+
+def http_get(port, path, headers=None):
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=CASE_WAIT)
+    try:
+        connection.request("GET", path, headers=headers or {})
+        response = connection.getresponse()
+        return response.status, dict(response.getheaders()), response.read()
+    finally:
+        connection.close()
+
+
+def upgrade(port, cookie="", origin=None, host=None, path="/ws", key=None, extra=()):
+    """A websocket upgrade request, as bytes; each part may be left out (None) or forged."""
+    host = f"127.0.0.1:{port}" if host is None else host
+    origin = f"http://127.0.0.1:{port}" if origin is None else origin
+    lines = [f"GET {path} HTTP/1.1", "Upgrade: websocket", "Connection: Upgrade"]
+    lines += [] if host is False else [f"Host: {host}"]
+    lines += [] if origin is False else [f"Origin: {origin}"]
+    lines += [] if not cookie else [f"Cookie: {cookie}"]
+    key = base64.b64encode(os.urandom(16)).decode() if key is None else key
+    lines += [] if key is False else [f"Sec-WebSocket-Key: {key}"]
+    lines += ["Sec-WebSocket-Version: 13", *extra]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+
+def ws_frame(payload, opcode=1, fin=True, mask=True, rsv=0, length=None):
+    """One websocket frame as a client sends it (masked), or not quite (RFC 6455, 5.2)."""
+    size = len(payload) if length is None else length
+    head = bytes([(0x80 if fin else 0) | (rsv << 4) | opcode])
+    bit = 0x80 if mask else 0
+    if size < 126:
+        head += bytes([bit | size])
+    elif size < 1 << 16:
+        head += bytes([bit | 126]) + size.to_bytes(2, "big")
+    else:
+        head += bytes([bit | 127]) + size.to_bytes(8, "big")
+    if not mask:
+        return head + payload
+    key = os.urandom(4)
+    return head + key + bytes(b ^ key[i % 4] for i, b in enumerate(payload))
+
+
+def ws_open(port, cookie, rcvbuf=None):
+    """A raw websocket, its handshake done with the right cookie; fails unless answered 101."""
+    conn = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    conn.settimeout(CASE_WAIT)
+    if rcvbuf is not None:
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    conn.connect(("127.0.0.1", port))
+    conn.sendall(upgrade(port, cookie))
+    answer = b""
+    while b"\r\n\r\n" not in answer:
+        chunk = conn.recv(4096)
+        assert chunk, answer
+        answer += chunk
+    assert answer.startswith(b"HTTP/1.1 101"), answer
+    return conn
+
+
+def close_to_end(conn):
+    """End the sending side and read to the end: the server has done with this client then."""
+    with conn:
+        try:
+            conn.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+        to_end(conn)
+
+
+def http_cases(rng, port, cookie):
+    """Yield ``(kind, bytes)``: malformed requests, headers, handshakes, forged Host and Origin."""
+    good = f"GET / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nCookie: {cookie}\r\n"
+    lines = [
+        b"GET\r\n\r\n",
+        b"GET / HTTP/9.9\r\n\r\n",
+        b"GET / HTTP/1.1\n\n",
+        b"\r\n" * 300,
+        b"GET " + b"/" * 9000 + b" HTTP/1.1\r\n\r\n",
+        b"\xff\xfe / HTTP/1.1\r\n\r\n",
+        b"GET /\xc3\x28 HTTP/1.1\r\n\r\n",
+        b"POST / HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello",
+        b"GET / HTTP/1.1\r\nHost: x",  # and nothing more
+        b"GET /?token=" + b"%ff" * 900 + b" HTTP/1.1\r\n\r\n",
+        b"GET /?token=&token=&&;== HTTP/1.1\r\n\r\n",
+        b"GET http://evil.example/ HTTP/1.1\r\n\r\n",
+    ]
+    headers = [
+        "X: y\r\n" * 200,
+        "X: " + "y" * 9000 + "\r\n",
+        "no colon here\r\n",
+        ": empty name\r\n",
+        "X: \x00\x01\x7f\r\n",
+        "Transfer-Encoding: chunked\r\n",
+        "Content-Length: -1\r\n",
+        f"Host: 127.0.0.1:{port}\r\n",  # twice
+        "Cookie: " + "".join(chr(rng.randrange(32, 256)) for _ in range(300)) + "\r\n",
+        f"Cookie: {cookie}; {cookie}x\r\n",
+        'Cookie: "\\"\r\n',
+    ]
+    key = base64.b64encode(b"k" * 16).decode()
+    handshakes = [
+        upgrade(port, cookie, key=False),
+        upgrade(port, cookie, key="not base64!"),
+        upgrade(port, cookie, key=base64.b64encode(b"short").decode()),
+        upgrade(port, cookie, extra=["Sec-WebSocket-Version: 13", f"Sec-WebSocket-Key: {key}"]),
+        upgrade(port, cookie, path="/ws?x=1&x=2"),
+        upgrade(port, cookie, path="/ws/../ws"),
+        upgrade(
+            port, cookie, extra=["Sec-WebSocket-Extensions: permessage-deflate; x=" + "y" * 4000]
+        ),
+        upgrade(port, cookie, extra=["Sec-WebSocket-Protocol: " + ",".join(["p"] * 3000)]),
+        upgrade(port, cookie, extra=["Upgrade: h2c"]),
+        # Right handshake, wrong credentials or a forged Host, Origin.
+        upgrade(port, ""),
+        upgrade(port, f"autodbg-{port}=" + "x" * 43),
+        upgrade(port, cookie.upper()),
+        upgrade(port, cookie, origin=False),
+        upgrade(port, cookie, origin="null"),
+        upgrade(port, cookie, origin="http://evil.example"),
+        upgrade(port, cookie, origin=f"http://127.0.0.1:{port + 1}"),
+        upgrade(port, cookie, origin=f"http://evil.example:{port}", host=f"evil.example:{port}"),
+        upgrade(port, cookie, host=False),
+        upgrade(port, cookie, host=f"localhost:{port}", origin=f"http://127.0.0.1:{port}"),
+        upgrade(port, cookie, host="127.0.0.1"),
+        upgrade(port, cookie, host=f"127.0.0.1:{port}\r\nHost: evil.example"),
+    ]
+    kinds = ("random", "request line", "headers", "handshake")
+    for n in itertools.count():
+        kind = kinds[n % len(kinds)]
+        if kind == "random":
+            data = noise(rng, rng.randrange(0, 3000))
+        elif kind == "request line":
+            data = rng.choice(lines)
+        elif kind == "headers":
+            picked = rng.sample(headers, rng.randrange(1, 4))
+            data = (good + "".join(picked) + "\r\n").encode("latin-1", "replace")
+        else:
+            data = rng.choice(handshakes)
+        yield kind, data
+
+
+def defused(message):
+    """``message`` with a text that debugger commands cannot come out of: each line a comment.
+
+    A junk text such as ``"q\u2000..."`` would be pdb's ``q``: the fuzz sends
+    messages of every shape, the user's commands are the user's to type.
+    """
+    if isinstance(message.get("text"), str):
+        parts = re.split(r"([\r\n])", message["text"])
+        message["text"] = "".join(p if p in ("\r", "\n") else "#" + p for p in parts)
+    return message
+
+
+def json_junk(rng, template):
+    """A message: the template's fields mutated, or JSON that is not an object, or not JSON."""
+    roll = rng.random()
+    if roll < 0.6:
+        return json.dumps(defused(mutated(rng, template))).encode()
+    if roll < 0.7:
+        return json.dumps(junk(rng)).encode()
+    if roll < 0.8:
+        return b"[" * rng.choice([1000, 60000])  # deeper than json's recursion
+    if roll < 0.9:
+        return noise(rng, rng.randrange(0, 200))
+    return json.dumps(defused(mutated(rng, template))).encode()[: rng.randrange(0, 40)]
+
+
+def ws_cases(rng, templates):
+    """Yield ``(kind, [frames])``: what a page with the right cookie sends on its websocket.
+
+    ``templates`` are the endpoint's messages, with harmless values: the fuzz
+    mutates their fields (types, presence) and adds unknown ones.
+    """
+    kinds = ("messages", "binary", "oversized", "bad frames", "vanish")
+    for n in itertools.count():
+        kind = kinds[n % len(kinds)]
+        if kind == "messages":
+            frames = [ws_frame(json_junk(rng, rng.choice(templates))) for _ in range(8)]
+        elif kind == "binary":
+            frames = [ws_frame(json_junk(rng, rng.choice(templates)), opcode=2)]
+        elif kind == "oversized":  # beyond MAX_MESSAGE, at once or in fragments
+            big = b'{"type": "command", "text": "#' + b"y" * 70000 + b'"}'
+            frames = rng.choice(
+                [
+                    [ws_frame(big)],
+                    [ws_frame(big[:40000], fin=False), ws_frame(big[40000:], opcode=0)],
+                    [ws_frame(b"", length=2**40)],
+                ]
+            )
+        elif kind == "bad frames":
+            frames = [
+                rng.choice(
+                    [
+                        ws_frame(b'{"type": "x"}', mask=False),
+                        ws_frame(b"x", opcode=rng.choice([3, 7, 11, 15])),
+                        ws_frame(b"x", rsv=rng.randrange(1, 8)),
+                        ws_frame(b"\xff\xfe\xc3\x28", opcode=1),  # not UTF-8
+                        ws_frame(b"x" * 200, opcode=9),  # a ping too long
+                        ws_frame(b"\x03\xe7", opcode=8),  # a close with a bad code
+                        ws_frame(b"x", opcode=0),  # a continuation of nothing
+                        noise(rng, rng.randrange(1, 400)),
+                    ]
+                )
+            ]
+        else:  # a message cut in the middle, then gone
+            whole = ws_frame(json.dumps(rng.choice(templates)).encode())
+            frames = [whole[: rng.randrange(1, len(whole))]]
+        yield kind, frames
+
+
+def throw_ws(port, cookie, frames):
+    """Open a websocket with the right cookie, send ``frames``, end; return what came."""
+    conn = ws_open(port, cookie)
+    try:
+        for part in frames:
+            conn.sendall(part)
+    except OSError:
+        pass  # closed on a bad frame before the rest went
+    close_to_end(conn)
+
+
+def select_f(page):
+    """Select f()'s frame (fuzzed frame messages move it); return when the page shows it."""
+    page.until(lambda: page.state is not None, "the state")
+    index = [frame["function"] for frame in page.state["stack"]].index("f")
+    if page.state["current"] != index:
+        page.ws.send(json.dumps({"type": "frame", "index": index}))
+        page.until(lambda: page.state["current"] == index, "f() selected")
+
+
+class WebPage:
+    """A good page of the session: its output and its last state."""
+
+    def __init__(self, websocket):
+        self.ws = websocket
+        self.output = ""
+        self.state = None
+
+    def until(self, predicate, what, timeout=CASE_WAIT):
+        deadline = time.monotonic() + timeout
+        while not predicate():
+            left = deadline - time.monotonic()
+            assert left > 0, f"timed out waiting for {what}; output:\n{self.output[-2000:]}"
+            message = json.loads(self.ws.recv(left))
+            if message["type"] == "output":
+                self.output += message["text"]
+            elif message["type"] == "state":
+                self.state = message
+
+
+def ws_client(port, cookie):
+    return ws_connect(
+        f"ws://127.0.0.1:{port}/ws",
+        origin=f"http://127.0.0.1:{port}",
+        additional_headers={"Cookie": cookie},
+        open_timeout=CASE_WAIT,
+    )
+
+
+def assert_page_serves(proc, port, cookie):
+    """The process lives, its page answers, and a good tab runs a command and sees the answer."""
+    assert proc.popen.poll() is None, proc.output
+    assert http_get(port, "/", {"Cookie": cookie})[0] == 200
+    with ws_client(port, cookie) as websocket:
+        page = WebPage(websocket)
+        select_f(page)
+        page.ws.send(json.dumps({"type": "command", "text": "p secret * 1111"}))
+        page.until(lambda: "46662" in page.output, "46662")
+
+
+def fuzz_web(endpoint, port, cookie, templates, after_batch, budget=75.0, per_kind=40):
+    """Throw HTTP then websocket cases at ``port``, ``per_kind`` of each kind; check after each.
+
+    Returns:
+        dict: how many cases of each kind ran.
+    """
+    rng = random.Random(SEED)
+    ran = {}
+    deadline = time.monotonic() + budget
+    batches = [
+        (4, http_cases(rng, port, cookie), throw_http),
+        (5, ws_cases(rng, templates), lambda port, frames: throw_ws(port, cookie, frames)),
+    ]
+    for kinds, cases, send in batches:
+        for kind, data in itertools.islice(cases, kinds * per_kind):
+            if time.monotonic() > deadline:
+                break
+            try:
+                send(port, data)
+            except TimeoutError:
+                raise AssertionError(f"{endpoint}: a {kind} client kept {CASE_WAIT} s") from None
+            ran[kind] = ran.get(kind, 0) + 1
+        after_batch()
+    print(f"fuzz: {endpoint}: {sum(ran.values())} cases {ran}")
+    return ran
+
+
+def throw_http(port, data):
+    with socket.create_connection(("127.0.0.1", port), timeout=CASE_WAIT) as conn:
+        try:
+            conn.sendall(data)
+        except OSError:
+            pass
+        close_to_end(conn)
+
+
+@pytest.mark.timeout(240)
+def test_fuzzed_web_session(env, start):
+    proc, port, _, cookie = web_session(start, env)
+    templates = [
+        {"type": "command", "text": "#" + "x" * 10},
+        {"type": "command", "text": "#a\n#b\n"},
+        {"type": "frame", "index": 0},
+        # (No "interrupt": a Ctrl-C between the fuzz's quick commands may land in the
+        # debugger's own code, as a Ctrl-C typed on a terminal would.)
+        {"type": "unknown", "text": "p 1"},
+    ]
+    ran = fuzz_web(
+        "session page", port, cookie, templates, lambda: assert_page_serves(proc, port, cookie)
+    )
+    assert sum(ran.values()) >= 90
+    assert proc.output.count("Traceback (most recent call last)") == 1, proc.output
+
+
+def test_a_page_that_never_reads_is_dropped(env, start):
+    # Its socket's buffers full, the tab's sender waits SEND_WAIT s for it, then drops
+    # it; the other tab and the session go on meanwhile.
+    proc, port, _, cookie = web_session(start, env)
+    stuck = ws_open(port, cookie, rcvbuf=4096)
+    with ws_client(port, cookie) as websocket:
+        page = WebPage(websocket)
+        select_f(page)
+        page.ws.send(json.dumps({"type": "command", "text": "print('x' * 3_000_000, 'do' + 'ne')"}))
+        page.until(lambda: "done" in page.output, "the long line", timeout=60)
+        proc.wait_for(f"web: dropped a page: it took no output for {SEND_WAIT:g} s", 60)
+        page.ws.send(json.dumps({"type": "command", "text": "p secret * 1111"}))
+        page.until(lambda: "46662" in page.output, "46662")
+    stuck.settimeout(CASE_WAIT)
+    to_end(stuck)  # closed by the session: the end comes after what was sent
+    stuck.close()
+
+
+def test_silent_half_open_and_many_web_clients(env, start):
+    proc, port, _, cookie = web_session(start, env)
+    # 60 clients at once: silent ones, ones that stop in the middle of their request or of
+    # a frame, tabs that never send a word; meanwhile a good tab works.
+    half = f"GET / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nCook".encode()
+    clients = []
+    for n in range(60):
+        if n % 3 == 2:
+            conn = ws_open(port, cookie)
+            if n % 2:
+                conn.sendall(ws_frame(b'{"type": "command", "text": "#x"}')[:7])
+        else:
+            conn = socket.create_connection(("127.0.0.1", port), timeout=CASE_WAIT)
+            if n % 3 == 1:
+                conn.sendall(half)
+        clients.append(conn)
+    assert_page_serves(proc, port, cookie)
+    # The ones still in their handshake are closed by the server (its open_timeout).
+    for n, conn in enumerate(clients[:9]):
+        if n % 3 != 2:
+            to_end(conn)
+    for conn in clients:
+        conn.close()
+    assert_page_serves(proc, port, cookie)
+
+
+DASH_URL = re.compile(r"dashboard: open http://127\.0\.0\.1:(\d+)/\?token=([A-Za-z0-9_-]+)")
+
+
+def dashboard(start, env, runtime_dir):
+    """A crashed rank of job ``abuse`` in socket mode and ``autodbg web``; return both, and more.
+
+    Returns:
+        tuple: (the rank's Proc, the dashboard's Proc, port, cookie, the session's key).
+    """
+    env.update(AUTODBG_MODE="socket", AUTODBG_WAIT="600", TORCHELASTIC_RUN_ID="abuse")
+    proc = start([PYTHON, target("crash.py")], dict(env, RANK="0", LOCAL_RANK="0", WORLD_SIZE="1"))
+    wait_for_record(runtime_dir, pid=proc.pid, state="waiting")
+    web = start([AUTODBG, "web", "--job", "abuse"], env)
+    web.wait_for("?token=")
+    port, token = DASH_URL.search(web.output).groups()
+    return proc, web, int(port), web_cookie(int(port), token), f"{HERE}:{proc.pid}"
+
+
+class DashPage:
+    """A good page of the dashboard: its last table and its consoles' text."""
+
+    def __init__(self, websocket):
+        self.ws = websocket
+        self.table = None
+        self.consoles = {}
+        self.ended = set()
+
+    def until(self, predicate, what, timeout=CASE_WAIT):
+        deadline = time.monotonic() + timeout
+        while not predicate():
+            left = deadline - time.monotonic()
+            assert left > 0, f"timed out waiting for {what}: {self.table} {self.consoles}"
+            message = json.loads(self.ws.recv(left))
+            if message["type"] == "table":
+                self.table = message
+            elif message["type"] == "console":
+                key = message["key"]
+                self.consoles[key] = self.consoles.get(key, "") + message["text"]
+            elif message["type"] == "console-end":
+                self.ended.add(message["key"])
+
+    def send(self, **message):
+        self.ws.send(json.dumps(message))
+
+    def listed(self, pid):
+        return self.table and pid in {s["pid"] for s in self.table["sessions"]}
+
+
+def assert_dashboard_serves(web, proc, port, cookie, key, env):
+    """The dashboard answers its page, lists the session and opens its console; then the CLI attaches."""
+    assert web.popen.poll() is None, web.output
+    assert proc.popen.poll() is None, proc.output
+    assert http_get(port, "/", {"Cookie": cookie})[0] == 200
+    # The fuzz's consoles may hold the session a moment longer than its pages.
+    wait_for_record(env["AUTODBG_DIR"], timeout=CASE_WAIT, pid=proc.pid, state="waiting")
+    with ws_client(port, cookie) as websocket:
+        page = DashPage(websocket)
+        page.until(lambda: page.listed(proc.pid), "the session listed")
+        page.send(type="open", key=key)
+        page.send(type="input", key=key, text="p secret * 1111")
+        page.until(lambda: "46662" in page.consoles.get(key, ""), "46662 in the console")
+        page.send(type="close", key=key)
+        page.until(lambda: key in page.ended, "the console's end")
+    assert_attachable(env, proc)
+
+
+@pytest.mark.timeout(300)
+def test_fuzzed_dashboard(env, runtime_dir, start):
+    proc, web, port, cookie, key = dashboard(start, env, runtime_dir)
+    templates = [
+        {"type": "stacks"},
+        {"type": "cast", "ranks": "all", "command": "secret * 2"},
+        {"type": "open", "key": key},
+        {"type": "open", "key": "elsewhere:1"},
+        {"type": "input", "key": key, "text": "#x"},
+        {"type": "close", "key": key},
+        {"type": "table"},
+    ]
+    ran = fuzz_web(
+        "dashboard",
+        port,
+        cookie,
+        templates,
+        lambda: assert_dashboard_serves(web, proc, port, cookie, key, env),
+        budget=150,
+    )
+    assert sum(ran.values()) >= 90
+    assert "Traceback" not in web.output, web.output
+
+
+def test_a_dashboard_page_that_never_reads_is_dropped(env, runtime_dir, start):
+    # A page that opens a console, has a command print a lot, and reads nothing: the
+    # dashboard drops it after SEND_WAIT s; meanwhile the other pages get their tables.
+    proc, web, port, cookie, key = dashboard(start, env, runtime_dir)
+    with ws_client(port, cookie) as websocket:
+        page = DashPage(websocket)
+        page.until(lambda: page.listed(proc.pid), "the session listed")
+        stuck = ws_open(port, cookie, rcvbuf=4096)
+        stuck.sendall(ws_frame(json.dumps({"type": "open", "key": key}).encode()))
+        command = "!for i in range(3000): print('x' * 1000)"
+        stuck.sendall(ws_frame(json.dumps({"type": "input", "key": key, "text": command}).encode()))
+        web.wait_for(f"web: dropped a page: it took no output for {SEND_WAIT:g} s", 60)
+        # A crash later is listed on the good page.
+        later = start([PYTHON, target("crash.py")], dict(env, RANK="1", WORLD_SIZE="2"))
+        page.until(lambda: page.listed(later.pid), "the later crash listed", timeout=60)
+        stuck.close()
+    assert_dashboard_serves(web, proc, port, cookie, key, env)
+
+
+def refusals_told(output, line):
+    """How many refusals the lines with ``line`` account for: one each, plus the counts left out."""
+    told = 0
+    for text in output.splitlines():
+        if line in text:
+            more = re.search(r"\((\d+) more refused in the last [\d.]+ s\)$", text)
+            told += 1 + (int(more.group(1)) if more else 0)
+    return told
+
+
+@pytest.mark.parametrize("endpoint", ["tcp", "web"])
+@pytest.mark.timeout(120)
+def test_a_flood_of_refused_clients_is_a_few_lines(tcp_env, runtime_dir, start, endpoint):
+    # Each refusal alone is one line; 40 of them in a burst are REFUSALS_SHOWN lines, then
+    # one that counts the ones left out, when the window ends: all 40 accounted for.
+    flood = 40
+    if endpoint == "tcp":
+        proc, record = crashed(start, tcp_env, runtime_dir)
+        host, _, port = record["tcp"].rpartition(":")
+        line = "refused a TCP client from 127.0.0.1"
+        for _ in range(flood):
+            throw((host, int(port)), b"HELLO?\n", AUTH_WAIT + CASE_WAIT)
+    else:
+        proc, port, token, cookie = web_session(start, tcp_env)
+        line = "web: refused a request from 127.0.0.1"
+        for _ in range(flood):
+            assert http_get(port, f"/?token={'x' * len(token)}")[0] == 403
+    wait_until(lambda: refusals_told(proc.output, line) == flood, 60, f"{flood} refusals told")
+    lines = [text for text in proc.output.splitlines() if line in text]
+    windows = 1 + sum("more refused" in text for text in lines)
+    assert len(lines) <= windows * (messages.REFUSALS_SHOWN + 1) < flood, lines
+    assert "more refused in the last 10 s)" in lines[-1], lines
+    if endpoint == "tcp":
+        assert_attachable(tcp_env, proc)
+    else:
+        assert_page_serves(proc, port, cookie)

@@ -1,8 +1,8 @@
 """Load: 32 processes of one job crash at the same instant, each into a socket session.
 
 All 32 sessions must be listed (by ``registry.sessions``, what ``autodbg ls``
-reads, and by ``autodbg ls`` itself), each must be attachable in turn by
-its rank, answer ``p x`` with its own value, and after ``q`` end with the
+reads, by ``autodbg ls`` itself and by ``autodbg web``'s page), each must be
+attachable in turn by its rank, answer ``p x`` with its own value, and after ``q`` end with the
 exit status Python gives an uncaught exception. The ranks are plain Python
 programs (tests/targets/load_crash.py), not torch ranks (32 torch imports do
 not fit a small machine), with torchrun's variables so that they form one
@@ -11,12 +11,15 @@ not fit a small machine), with torchrun's variables so that they form one
 
 import json
 import os
+import re
+import signal
 import subprocess
 import sys
 
 import psutil
 import pytest
 from harness import BIN, target, wait_until
+from webpage import DashboardPage, cookie, websocket
 
 from autodbg import registry
 
@@ -75,6 +78,17 @@ def test_32_crash_at_once(start, env, runtime_dir, tmp_path):
     assert table.returncode == 0, table.stderr
     for proc in procs:
         assert str(proc.pid) in table.stdout, table.stdout
+
+    # The dashboard lists them all too, over its websocket as its page gets them.
+    web = start([os.path.join(BIN, "autodbg"), "web"], env)
+    web.wait_for("?token=")
+    port, token = re.search(r"open http://127\.0\.0\.1:(\d+)/\?token=(\S+)", web.output).groups()
+    with websocket(int(port), cookie(int(port), token)) as ws:
+        page = DashboardPage(ws)
+        page.until(lambda: page.ranks() == set(range(RANKS)), f"{RANKS} sessions on the page")
+        assert {s["pid"] for s in page.table["sessions"]} == {p.pid for p in procs}
+    web.popen.send_signal(signal.SIGINT)
+    assert web.wait(10) == 0
 
     for rank, proc in enumerate(procs):
         out = autodbg(env, "attach", str(rank), "-c", "p x", "-c", "q")

@@ -112,6 +112,22 @@ def test_sigterm_at_the_prompt_ends_the_process(env, runtime_dir, start, spawn):
     ), left
 
 
+def test_sigterm_while_a_command_floods_the_client(env, runtime_dir, start, spawn):
+    # `timeout` or `scancel` while a command prints more than the client reads: the
+    # signal arrives in the middle of a write to the client's pty.
+    proc = start([PYTHON, target("crash.py")], env)
+    wait_for_record(runtime_dir, pid=proc.pid, state="waiting")
+    client = spawn(f"{AUTODBG} attach {proc.pid}", env)
+    client.expect("ipdb>")
+    client.sendline("!for i in range(10**7): print('flood', i)")
+    client.expect("flood 1000")
+    os.kill(proc.pid, signal.SIGTERM)
+    client.expect("SIGTERM: this process is being stopped; its debugger session ends", timeout=60)
+    client.expect(pexpect.EOF, timeout=60)
+    assert proc.wait(30) == -signal.SIGTERM
+    assert "internal error" not in proc.output, proc.output[-2000:]
+
+
 def test_background_job_of_a_shell_gets_a_socket_session(env, runtime_dir, spawn):
     env["AUTODBG_WAIT"] = "2"
     shell = spawn("bash --norc --noprofile -i", dict(env, PS1="prompt$ "))

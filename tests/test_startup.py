@@ -55,14 +55,14 @@ def test_on_imports_only_light_modules(env, value):
     assert stderr == ""
 
 
-def test_startup_reads_four_settings_and_makes_no_class(env):
+def test_startup_reads_six_settings_and_makes_no_class(env):
     # What keeps start-up short besides its modules (autodbg.config's docstring says why).
     code = "from autodbg import config; print(sorted(config._settings), config._config_class)"
     out = subprocess.run(
         [PYTHON, "-c", code], env=env, capture_output=True, text=True, timeout=60, check=False
     )
     assert out.stdout.split("\n")[:1] == [
-        "['break_signal', 'hang', 'mode', 'stack_signal'] None"
+        "['break_signal', 'hang', 'mode', 'reload', 'stack_signal', 'trace'] None"
     ], out.stderr
 
 

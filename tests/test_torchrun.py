@@ -77,6 +77,10 @@ def test_rank_session_attach_detach_and_quit(env, runtime_dir, start, spawn):
     assert "ChildFailedError" in job.output  # torchrun names the failed rank as usual
     root_cause = job.output[job.output.index("Root Cause (first observed failure)") :]
     assert "rank      : 1 (local_rank: 1)" in "\n".join(root_cause.splitlines()[:6])
+    # No @record in the program: autodbg wrote torchelastic's error file for it.
+    assert "To enable traceback" not in root_cause, root_cause
+    assert "IndexError: list index out of range" in root_cause, root_cause
+    assert "return batch[index] * scale" in root_cause, root_cause
     assert "autodbg: [rank 0]" not in job.output.replace(
         "autodbg: [rank 0] RuntimeError because a peer", ""
     )

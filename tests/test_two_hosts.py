@@ -16,6 +16,7 @@ import json
 import os
 import re
 import secrets
+import sys
 import types
 
 import hosts
@@ -262,6 +263,30 @@ class TestThroughSsh:
         done = autodbg(job.h0, ["attach", "3", "-c", "p scale * 6"], job.env)
         assert done.returncode == 0 and "42" in done.stdout, done.stdout + done.stderr
         wait_for_session(job.h1, job.env, 3, timeout=30)  # detached: the session stays
+
+    def test_the_dashboard_reaches_rank_3_through_ssh(self, job):
+        # `autodbg web` on host 0; its page (a client on host 0 too: the test's own network
+        # namespace reaches neither host's loopback) opens rank 3's console on host 1.
+        web = Proc(job.h0.argv([AUTODBG, "web"]), job.env)
+        try:
+            web.wait_for("?token=", timeout=60)
+            url = re.search(r"open (http://\S+\?token=\S+)", web.output).group(1)
+            page = job.h0.run(
+                [sys.executable, target("dashboard_client.py"), url, "3", "p scale * 6", "42"],
+                job.env,
+                timeout=150,
+            )
+            assert page.returncode == 0, page.stdout + page.stderr
+            seen = json.loads(page.stdout)
+            assert [(s["rank"], s["host"]) for s in seen["sessions"]] == [(3, job.h1.name)]
+            assert "42" in seen["console"], seen["console"]
+            assert job.h1.name in seen["stacks"] and job.h0.name in seen["stacks"], seen
+            for rank in range(4):
+                assert re.search(rf"\brank {rank}\b", seen["cast"]), seen["cast"]
+        finally:
+            web.kill()
+        assert_no_autodbg_failure(web.output, web.argv)
+        wait_for_session(job.h1, job.env, 3, timeout=30)  # the console detached: the session stays
 
     def test_attach_on_a_terminal_through_ssh(self, job, spawn):
         cli = attach_on(spawn, job.h0, job.env, ["3"])

@@ -157,9 +157,12 @@ class Server:
         conn, _ = self._sock.accept()
         uid = peer_uid(conn)
         if uid != os.getuid():
-            from autodbg.messages import say
+            from autodbg.messages import refused
 
-            say(f"refused a client of uid {uid} on {self.path} (only uid {os.getuid()} may attach)")
+            refused(
+                f"uid {uid}",
+                f"refused a client of uid {uid} on {self.path} (only uid {os.getuid()} may attach)",
+            )
             refuse(conn, f"refused: uid {uid} may not attach to a session of uid {os.getuid()}")
             return None
         return conn
@@ -223,7 +226,7 @@ class Server:
 
     def _challenge(self, conn, peer):
         from autodbg import keys
-        from autodbg.messages import say
+        from autodbg.messages import refused
 
         deadline = time.monotonic() + AUTH_WAIT
         hello = _read_line(conn, deadline)
@@ -231,7 +234,10 @@ class Server:
             return None  # nothing came: a port scan, a client that gave up
         client_nonce = _field(hello, TCP_HELLO, keys.NONCE_BYTES)
         if client_nonce is None:
-            say(f"refused a TCP client from {peer}: not an autodbg client")
+            refused(
+                "tcp: not an autodbg client",
+                f"refused a TCP client from {peer}: not an autodbg client",
+            )
             refuse(conn, "refused: not an autodbg client; use `autodbg attach`")
             return None
         server_nonce = keys.nonce()
@@ -243,7 +249,10 @@ class Server:
         if answer is None or not keys.verify(
             self._key, "client", client_nonce, server_nonce, answer
         ):
-            say(f"refused a TCP client from {peer}: it did not prove it holds the key")
+            refused(
+                "tcp: no proof",
+                f"refused a TCP client from {peer}: it did not prove it holds the key",
+            )
             refuse(
                 conn,
                 "refused: this client did not prove it holds the session's key "
@@ -645,16 +654,22 @@ class PtyLink:
         """Flush what the debugger wrote, stop the relay (at most 2 s) and close everything."""
         try:
             self.channel.stdout.flush()
-        except (OSError, ValueError):
-            pass
+        except (OSError, ValueError, RuntimeError):
+            pass  # RuntimeError: a signal's handler ends the session in the middle of a write
         self._stop.set()
         self._thread.join(2)
+        fds = [self._master, self._slave]
         for stream in (self.channel.stdin, self.channel.stdout):
             try:
                 stream.close()
             except (OSError, ValueError):
                 pass
-        for fd in (self._master, self._slave):
+            except RuntimeError:
+                # Interrupted in its write, the stream still owns the pty's fd and
+                # closes it when collected: closing it here could close a new file
+                # that reuses the number.
+                fds[1:] = []
+        for fd in fds:
             try:
                 os.close(fd)
             except OSError:

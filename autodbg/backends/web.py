@@ -55,11 +55,12 @@ from http import cookies
 from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Response
-from websockets.sync.server import serve
+from websockets.sync.server import ServerConnection, serve
 
 from autodbg import guard
 from autodbg.backends import Channel
-from autodbg.messages import say
+from autodbg.backends.socket import SEND_WAIT
+from autodbg.messages import refused, say
 from autodbg.transport import loopback
 
 PAGE = os.path.join(os.path.dirname(__file__), "web_page")
@@ -72,6 +73,9 @@ SOURCE_CONTEXT = 8  # lines of source shown on each side of the current one
 MAX_LOCALS = 200  # locals sent to the page, in name order
 MAX_MESSAGE = 1 << 16  # bytes of a message from a page (a command)
 MAX_BACKLOG = 1000  # messages queued for a tab that reads nothing; then it is closed
+# Characters of output in one message: each message must reach the tab within SEND_WAIT
+# seconds (:class:`Connection`), so a tab that takes 64 Ki characters in that time stays.
+MAX_OUTPUT = 1 << 16
 CLOSE_WAIT = 1.0  # seconds the session's end waits for its last messages to reach the tabs
 _HEADERS = {
     "Cache-Control": "no-store",
@@ -122,6 +126,7 @@ class Server:
             server_header=None,
             max_size=MAX_MESSAGE,
             compression=None,
+            create_connection=Connection,
             open_timeout=5,
             close_timeout=2,
             logger=quiet,
@@ -220,7 +225,7 @@ class Server:
 
     @guard.protect("a web client")
     def _serve_client(self, connection):
-        tab = _Tab(connection)
+        tab = Tab(connection)
         self.link.add(tab)
         try:
             os.write(self._arrived_w, b"!")
@@ -272,16 +277,16 @@ class Gate:
             websocket's upgrade, ``/ws``, had its ``Origin`` checked too).
         """
         hosts = request.headers.get_all("Host")
-        host = hosts[0] if len(hosts) == 1 else repr(hosts)
+        host = hosts[0] if len(hosts) == 1 else "no Host" if not hosts else repr(hosts)
         if self._hosts is not None and host not in self._hosts:
-            return self._refuse(connection, f"Host {host!r} is not this page's")
+            return self._refuse(connection, "Host", f"Host {host!r} is not this page's")
         if self._hosts is None and not host.endswith(f":{self.port}"):
-            return self._refuse(connection, f"Host {host!r} is not this page's")
+            return self._refuse(connection, "Host", f"Host {host!r} is not this page's")
         url = urllib.parse.urlsplit(request.path)
         given = urllib.parse.parse_qs(url.query).get("token")
         if url.path == "/" and given:
             if not hmac.compare_digest(given[0].encode(), self.token.encode()):
-                return self._refuse(connection, "wrong token")
+                return self._refuse(connection, "wrong token", "wrong token")
             headers = Headers(_HEADERS)
             headers["Location"] = "/"
             headers["Set-Cookie"] = (
@@ -296,20 +301,23 @@ class Gate:
             pass
         held = jar[self._cookie].value if self._cookie in jar else ""
         if not hmac.compare_digest(held.encode(), self.token.encode()):
-            return self._refuse(connection, "no valid token (open the URL that autodbg printed)")
+            return self._refuse(
+                connection, "no token", "no valid token (open the URL that autodbg printed)"
+            )
         if url.path == "/ws":
             origins = request.headers.get_all("Origin")
-            origin = origins[0] if len(origins) == 1 else origins
+            origin = origins[0] if len(origins) == 1 else "no Origin" if not origins else origins
             if origin != f"http://{host}":
-                return self._refuse(connection, f"websocket from origin {origin!r}")
+                return self._refuse(connection, "Origin", f"websocket from origin {origin!r}")
         return None
 
-    def _refuse(self, connection, why):
+    def _refuse(self, connection, reason, why):
+        # One line each, until a flood of them (messages.refused): ``reason`` is what they share.
         try:
             peer = "{}:{}".format(*connection.remote_address[:2])
         except (OSError, TypeError, ValueError):
             peer = "a client"
-        say(f"web: refused a request from {peer}: {why}")
+        refused(f"web: {reason}", f"web: refused a request from {peer}: {why}")
         response = connection.respond(403, "Forbidden\n")
         response.headers.update(_HEADERS)
         return response
@@ -331,8 +339,35 @@ def asset(connection, request, page, assets):
     return Response(200, "OK", headers, body)
 
 
-class _Tab:
-    """One websocket of a page; a thread of its own sends to it, so a slow tab delays nobody."""
+class Connection(ServerConnection):
+    """A websocket connection of the library's whose every send ends within :data:`SEND_WAIT` s.
+
+    The library's sends (:meth:`websockets.sync.connection.Connection.send`,
+    its HTTP answers, its pings) are ``sendall()`` calls with no time-out,
+    under the connection's lock: a client that reads nothing, its socket's
+    buffers full, held the sending thread (and the connection) for ever.
+    With the socket's time-out, such a send fails with ``TimeoutError``
+    and the library closes the connection (``ConnectionClosed``, whose
+    ``__cause__`` is that error). Its reads wait for the socket with
+    ``select`` first, so the time-out bounds no read. For
+    :func:`websockets.sync.server.serve`'s ``create_connection``.
+    """
+
+    def __init__(self, sock, *args, **kwargs):
+        sock.settimeout(SEND_WAIT)
+        super().__init__(sock, *args, **kwargs)
+
+
+class Tab:
+    """One websocket of a page; a thread of its own sends to it, so a slow tab delays nobody.
+
+    What is queued for it waits there (:data:`MAX_BACKLOG` messages at most),
+    and each message must be sent within :data:`SEND_WAIT` seconds
+    (:class:`Connection`): else the tab is closed, with one line.
+
+    Args:
+        connection (Connection): the websocket, open.
+    """
 
     def __init__(self, connection):
         self.connection = connection
@@ -342,6 +377,7 @@ class _Tab:
         self.sender.start()
 
     def put(self, message):
+        """Queue ``message`` (str, JSON) for the tab; never blocks."""
         if self._out.qsize() < MAX_BACKLOG:
             self._out.put(message)
         else:  # it reads nothing: the other tabs and the session go on without it
@@ -358,8 +394,9 @@ class _Tab:
         try:
             while (message := self._out.get()) is not None:
                 self.connection.send(message)
-        except (ConnectionClosed, OSError):
-            pass
+        except (ConnectionClosed, OSError) as error:
+            if isinstance(error.__cause__, TimeoutError):
+                say(f"web: dropped a page: it took no output for {SEND_WAIT:g} s")
         self.connection.close()
 
 
@@ -411,7 +448,7 @@ class Link:
         try:
             data = json.loads(message)
             kind = data["type"]
-        except (ValueError, TypeError, KeyError):
+        except (ValueError, TypeError, KeyError, RecursionError):  # RecursionError: [[[[...
             return
         if kind == "command" and isinstance(data.get("text"), str):
             self._commands.put(data["text"])
@@ -456,8 +493,9 @@ class Link:
         return text.strip("\n") + "\n"
 
     def write(self, text):
-        """Send ``text`` to every tab. Returns len(text)."""
-        self._send({"type": "output", "text": text})
+        """Send ``text`` to every tab, :data:`MAX_OUTPUT` characters a message. Returns len(text)."""
+        for start in range(0, len(text), MAX_OUTPUT):
+            self._send({"type": "output", "text": text[start : start + MAX_OUTPUT]})
         return len(text)
 
     def flush(self):

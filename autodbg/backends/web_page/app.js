@@ -5,10 +5,14 @@ const $ = (id) => document.getElementById(id);
 const history = [];
 let historyAt = 0;
 let socket = null;
+const pending = []; // typed before the websocket opened: sent once it is
 
 function connect() {
   socket = new WebSocket(`ws://${location.host}/ws`);
-  socket.onopen = () => { $("status").textContent = "connected"; };
+  socket.onopen = () => {
+    $("status").textContent = "connected";
+    for (const text of pending.splice(0)) socket.send(text);
+  };
   socket.onclose = () => {
     const status = $("status");
     if (!status.classList.contains("ended")) status.textContent = "disconnected";
@@ -32,7 +36,9 @@ function output(text) {
 }
 
 function send(message) {
-  if (socket && socket.readyState === WebSocket.OPEN) socket.send(JSON.stringify(message));
+  const text = JSON.stringify(message);
+  if (socket && socket.readyState === WebSocket.OPEN) socket.send(text);
+  else if (socket && socket.readyState === WebSocket.CONNECTING) pending.push(text);
 }
 
 function show(state) {

@@ -3,11 +3,14 @@
 
 const $ = (id) => document.getElementById(id);
 let socket = null;
+const pending = []; // typed before the websocket opened: sent once it is
 let table = null;
 let consoleKey = null;
 
 function send(message) {
-  if (socket && socket.readyState === WebSocket.OPEN) socket.send(JSON.stringify(message));
+  const text = JSON.stringify(message);
+  if (socket && socket.readyState === WebSocket.OPEN) socket.send(text);
+  else if (socket && socket.readyState === WebSocket.CONNECTING) pending.push(text);
 }
 
 function age(since) {
@@ -66,13 +69,17 @@ function openConsole(key) {
   $("console-of").textContent = key;
   $("output").replaceChildren();
   $("input").disabled = false;
+  $("input").placeholder = "debugger command; Enter sends it";
   send({ type: "open", key });
   $("input").focus();
 }
 
 function connect() {
   socket = new WebSocket(`ws://${location.host}/ws`);
-  socket.onopen = () => { $("status").textContent = "connected"; };
+  socket.onopen = () => {
+    $("status").textContent = "connected";
+    for (const text of pending.splice(0)) socket.send(text);
+  };
   socket.onclose = () => { $("status").textContent = "disconnected (reload to reconnect)"; };
   socket.onmessage = (event) => {
     const message = JSON.parse(event.data);
@@ -91,7 +98,9 @@ function connect() {
 $("console-form").addEventListener("submit", (event) => {
   event.preventDefault();
   if (!consoleKey) return;
-  send({ type: "input", key: consoleKey, text: $("input").value });
+  const text = $("input").value;
+  output(`${text}\n`); // the session echoes nothing to a line client: the page shows what was sent
+  send({ type: "input", key: consoleKey, text });
   $("input").value = "";
 });
 $("stacks-button").addEventListener("click", () => {
