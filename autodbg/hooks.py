@@ -228,12 +228,12 @@ def install():
     after_import("multiprocessing.process", _later("children", "patch"))
     after_import("torch.multiprocessing.spawn", _later("children", "patch"))
     after_import("torch.utils.data._utils.worker", _later("children", "patch"))
-    after_import("asyncio.base_events", _later("tasks", "patch"))
+    after_import("asyncio.base_events", _patch_asyncio)
     # Fix and retry: each module patches its targets as their modules are imported.
     if setting("trace"):
         from autodbg import trace
 
-        trace.watch(setting("trace"))
+        trace.watch(setting("trace"), after_import)
     if setting("reload") == "watch":
         from autodbg import reload
 
@@ -373,6 +373,12 @@ def _patch_threading(threading):
 
     thread_excepthook.__doc__ = "``threading.excepthook``: print as before, then post-mortem."
     threading.excepthook = thread_excepthook
+
+
+def _patch_asyncio(base_events):
+    from autodbg import tasks
+
+    tasks.patch(base_events, post_mortem)
 
 
 def _later(module, function):

@@ -175,7 +175,7 @@ def verify(key, role, client_nonce, server_nonce, answer):
     return hmac.compare_digest(proof(key, role, client_nonce, server_nonce), answer)
 
 
-def seal(conn, role, key, client_nonce, server_nonce):
+def seal(conn, role, key, client_nonce, server_nonce, send_wait=None):
     """Carry a connection's traffic in authenticated frames, through a local socket.
 
     Starts the thread ``autodbg-tcp-relay``, which relays between ``conn``
@@ -183,8 +183,8 @@ def seal(conn, role, key, client_nonce, server_nonce):
     have ended or the returned socket's user has closed it. A frame whose
     HMAC does not match ends the connection. A shutdown of the sending side
     goes through as TCP's own (``shutdown(SHUT_WR)``). The relay never blocks
-    on a send (:func:`_relay`); the session's end drops a client that takes
-    none of its output for twice :data:`autodbg.backends.socket.SEND_WAIT` seconds.
+    on a send (:func:`_relay`); it drops a peer that takes none of its output
+    for ``send_wait`` seconds.
 
     Args:
         conn (socket.socket): the authenticated TCP connection; the relay owns it now.
@@ -192,6 +192,8 @@ def seal(conn, role, key, client_nonce, server_nonce):
         key (bytes): the user's key.
         client_nonce (bytes): the client's nonce of this connection.
         server_nonce (bytes): the server's nonce of this connection.
+        send_wait (float | None): seconds the peer may take no output before
+            the relay ends; None: no bound (a client waits for its session).
 
     Returns:
         socket.socket: a connected Unix socket to use as ``conn`` would have been.
@@ -206,13 +208,6 @@ def seal(conn, role, key, client_nonce, server_nonce):
     upstream = proof(key, "client to server", client_nonce, server_nonce)
     downstream = proof(key, "server to client", client_nonce, server_nonce)
     send, receive = (upstream, downstream) if role == "client" else (downstream, upstream)
-    from autodbg.backends.socket import SEND_WAIT
-
-    # The session drops a client that reads nothing, with its line, when its own sends to
-    # the local end stall (the relay holds RELAY_BUFFER bytes, then reads no more); the
-    # relay's bound, twice that, ends the relay after that, when the client still takes
-    # nothing. A client waits for the session as long as the session takes.
-    send_wait = 2 * SEND_WAIT if role == "server" else None
     relay = guard.protect("the TCP connection's relay")(_relay)
     threading.Thread(
         target=relay,

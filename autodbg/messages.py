@@ -97,10 +97,8 @@ def refused(reason, text):
     elif first_left_out:
         import threading
 
-        from autodbg import guard
-
-        summary = guard.protect("the refusals' summary")(_left_out)
-        timer = threading.Timer(entry[0] + REFUSALS_PERIOD - now, summary, (reason, entry))
+        # _left_out cannot raise (say never does): no guard needed, nor the import cycle.
+        timer = threading.Timer(entry[0] + REFUSALS_PERIOD - now, _left_out, (reason, entry))
         timer.name, timer.daemon = "autodbg-refusals", True
         timer.start()
 

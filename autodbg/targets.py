@@ -64,7 +64,7 @@ _main: list = []  # the same for __main__, waiting for the main script's top lev
 _tool = None  # the sys.monitoring tool id in use (3.12+)
 
 
-def watch(pairs, found, variable=None):
+def watch(pairs, found, after_import, variable=None):
     """Call ``found(owner, name, function)`` for each target once its module has defined it.
 
     Never blocks; for a module not imported yet, ``found`` runs right after
@@ -78,11 +78,12 @@ def watch(pairs, found, variable=None):
             that holds the function, the attribute's name, and the function (for
             a ``staticmethod`` or ``classmethod``, its ``__func__``). An error
             in it becomes one ``autodbg:`` line.
+        after_import (Callable[[str, Callable], None]): the post-import hook,
+            :func:`autodbg.hooks.after_import` (passed in: this module is
+            reached from the hooks, and imports none of them).
         variable (str | None): the setting's name, for the lines about
             targets that are not found (``AUTODBG_TRACE``).
     """
-    from autodbg import hooks
-
     for module, qualname in pairs:
         entry = (qualname, found, variable)
         if module == "__main__":
@@ -93,7 +94,7 @@ def watch(pairs, found, variable=None):
             waiting.append(entry)
             continue
         _pending[module] = [entry]
-        hooks.after_import(module, _imported)
+        after_import(module, _imported)
 
 
 def replace(owner, name, replacement):

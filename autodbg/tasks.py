@@ -28,13 +28,15 @@ _loops: "weakref.WeakSet" = weakref.WeakSet()  # every loop that ran run_forever
 NEVER_RETRIEVED = "exception was never retrieved"  # asyncio's message, for a task or a future
 
 
-def patch(base_events):
+def patch(base_events, post_mortem):
     """Wrap ``BaseEventLoop.default_exception_handler`` and note each loop at ``run_forever``.
 
-    A post-import callback of ``asyncio.base_events``.
+    Called by the post-import hook of ``asyncio.base_events``.
 
     Args:
         base_events (module): ``asyncio.base_events``.
+        post_mortem (Callable): :func:`autodbg.hooks.post_mortem`, called with
+            ``(exc, tb, thread)`` for an exception nothing retrieved.
     """
     loop_class = base_events.BaseEventLoop
     default = loop_class.default_exception_handler
@@ -43,7 +45,7 @@ def patch(base_events):
     @functools.wraps(default)
     def default_exception_handler(self, context, *args, **kwargs):
         result = default(self, context, *args, **kwargs)
-        guard.call("the asyncio exception handler", _never_retrieved, context)
+        guard.call("the asyncio exception handler", _never_retrieved, context, post_mortem)
         return result
 
     @functools.wraps(run_forever)
@@ -55,15 +57,13 @@ def patch(base_events):
     loop_class.run_forever = run_forever_noted
 
 
-def _never_retrieved(context):
+def _never_retrieved(context, post_mortem):
     exc = context.get("exception")
     message = str(context.get("message", ""))
     if not isinstance(exc, Exception) or not message.endswith(NEVER_RETRIEVED):
         return
-    from autodbg import hooks
-
     thread = threading.current_thread()
-    hooks.post_mortem(exc, exc.__traceback__, None if thread is threading.main_thread() else thread)
+    post_mortem(exc, exc.__traceback__, None if thread is threading.main_thread() else thread)
 
 
 def describe():

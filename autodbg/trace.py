@@ -82,7 +82,7 @@ _started = False
 _RETURNS = ()  # 3.11: the opcodes of a frame that returns rather than unwinds
 
 
-def watch(pairs):
+def watch(pairs, after_import):
     """Trace the functions named by ``pairs`` from the time their modules define them.
 
     Called by :func:`autodbg.hooks.install` at start-up. Never blocks.
@@ -90,10 +90,11 @@ def watch(pairs):
     Args:
         pairs (Iterable[tuple[str, str]]): ``(module, qualname)`` pairs, as
             :func:`autodbg.config.setting` gives them for ``trace``.
+        after_import (Callable[[str, Callable], None]): :func:`autodbg.hooks.after_import`.
     """
     from autodbg import targets
 
-    targets.watch(pairs, _found, "AUTODBG_TRACE")
+    targets.watch(pairs, _found, after_import, "AUTODBG_TRACE")
 
 
 def _found(owner, name, function):

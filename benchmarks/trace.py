@@ -55,9 +55,9 @@ def main():
     untraced_before = best(plain.untraced, 20000, 100)
 
     ours = load("bench_autodbg")
-    from autodbg import trace
+    from autodbg import hooks, trace
 
-    trace.watch([("bench_autodbg", name) for name, _ in CASES])
+    trace.watch([("bench_autodbg", name) for name, _ in CASES], hooks.after_import)
     results = {"autodbg": {name: best(getattr(ours, name), n, 5) for name, n in CASES}}
     untraced_after = best(plain.untraced, 20000, 100)
 

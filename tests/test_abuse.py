@@ -8,7 +8,6 @@ good client attaching to the same debugged process and getting its answer.
 """
 
 import base64
-import http.client
 import itertools
 import json
 import os
@@ -21,6 +20,7 @@ import time
 
 import psutil
 import pytest
+import webpage
 from conftest import PYTHON
 from harness import BIN, target, wait_for_record, wait_until
 from websockets.sync.client import connect as ws_connect
@@ -749,23 +749,11 @@ def web_session(start, env):
     )
     proc.wait_for("?token=")
     port, token = WEB_URL.search(proc.output).groups()
-    return proc, int(port), token, web_cookie(int(port), token)
-
-
-def web_cookie(port, token):
-    status, headers, _ = http_get(port, f"/?token={token}")
-    assert status == 303, (status, headers)
-    return headers["Set-Cookie"].split(";")[0]
+    return proc, int(port), token, webpage.cookie(int(port), token)
 
 
 def http_get(port, path, headers=None):
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=CASE_WAIT)
-    try:
-        connection.request("GET", path, headers=headers or {})
-        response = connection.getresponse()
-        return response.status, dict(response.getheaders()), response.read()
-    finally:
-        connection.close()
+    return webpage.get(port, path, headers, timeout=CASE_WAIT)
 
 
 def upgrade(port, cookie="", origin=None, host=None, path="/ws", key=None, extra=()):
@@ -1140,7 +1128,7 @@ def dashboard(start, env, runtime_dir):
     web = start([AUTODBG, "web", "--job", "abuse"], env)
     web.wait_for("?token=")
     port, token = DASH_URL.search(web.output).groups()
-    return proc, web, int(port), web_cookie(int(port), token), f"{HERE}:{proc.pid}"
+    return proc, web, int(port), webpage.cookie(int(port), token), f"{HERE}:{proc.pid}"
 
 
 class DashPage:

@@ -474,11 +474,16 @@ PREFIX = re.compile(r"(\[rank\d+\]: |Original )?$")
 
 
 def tracebacks(output):
-    """Count the traceback headers of ``output`` per the prefix right before them."""
+    """Count the traceback headers of ``output`` per the prefix right before them.
+
+    The copy in torchrun's failure summary (``traceback : Traceback ...``, read from the
+    failed rank's error file, which autodbg writes: tests/test_error_file.py) is torchrun's
+    report, not a print of the program's, and is not counted.
+    """
     return Counter(
         PREFIX.search(text[: text.index(TRACEBACK)]).group()
         for text in output.splitlines()
-        if TRACEBACK in text
+        if TRACEBACK in text and not text[: text.index(TRACEBACK)].endswith("traceback : ")
     )
 
 

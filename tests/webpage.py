@@ -30,9 +30,9 @@ CHROMIUM_ARGS = [
 ]
 
 
-def get(port, path, headers=None):
-    """GET ``path`` from 127.0.0.1:``port``; return (status, headers, body)."""
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+def get(port, path, headers=None, timeout=10):
+    """GET ``path`` from 127.0.0.1:``port`` (``timeout`` seconds); return (status, headers, body)."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
     try:
         connection.request("GET", path, headers=headers or {})
         response = connection.getresponse()

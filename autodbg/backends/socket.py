@@ -264,7 +264,12 @@ class Server:
             conn.sendall(TCP_PROOF + b" " + mine.hex().encode() + b"\n")
         except OSError:
             return None
-        return keys.seal(conn, "server", self._key, client_nonce, server_nonce)
+        # The session drops a client that reads nothing, with its line, when its own
+        # sends to the local end stall (the relay holds keys.RELAY_BUFFER bytes, then reads
+        # no more); the relay's bound, twice that, ends the relay after that.
+        return keys.seal(
+            conn, "server", self._key, client_nonce, server_nonce, send_wait=2 * SEND_WAIT
+        )
 
     def close(self):
         """Stop listening and remove the socket file; drop TCP clients not yet taken.
