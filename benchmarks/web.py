@@ -37,12 +37,12 @@ URL = re.compile(r"open (http://\S+\?token=\S+)")
 DEADLINE = 60.0  # seconds for a process to print its URL, or a page to answer
 
 
-def url_of(proc, what):
-    """Read ``proc``'s stderr until its URL line; return the URL."""
+def url_of(stream, what):
+    """Read ``stream`` (a process's stderr, or the dashboard's stdout) until its URL line."""
     deadline = time.monotonic() + DEADLINE
     seen = ""
     while time.monotonic() < deadline:
-        line = proc.stderr.readline()
+        line = stream.readline()
         if not line:
             break
         seen += line
@@ -68,7 +68,7 @@ def answered(page, expect, started):
 def session_page(browser, expect, root):
     proc = crash(root, "web")
     try:
-        url = url_of(proc, "the crashed process")
+        url = url_of(proc.stderr, "the crashed process")
         times = []
         for _ in range(2):  # first open, then the same page again
             context = browser.new_context()
@@ -92,8 +92,8 @@ def dashboard_console(browser, expect, root):
             if time.monotonic() > deadline:
                 raise SystemExit("the crashed process did not wait for a client")
         env = dict(clean_env(), AUTODBG_DIR=root)
-        web = subprocess.Popen([AUTODBG, "web"], env=env, stderr=subprocess.PIPE, text=True)
-        url = url_of(web, "autodbg web")
+        web = subprocess.Popen([AUTODBG, "web"], env=env, stdout=subprocess.PIPE, text=True)
+        url = url_of(web.stdout, "autodbg web")
         page = browser.new_page()
         started = time.perf_counter()
         page.goto(url)
