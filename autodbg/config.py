@@ -28,6 +28,7 @@ FALSE = ("", "0", "false", "no", "off")
 MODES = ("auto", "console", "socket", "web", "off")
 DEBUGGERS = ("ipdb", "pdb")
 COLLATERAL = ("skip", "debug")
+FRAMES = ("program", "innermost")
 DEFAULT_WAIT = 3600.0
 DEFAULT_PG_TIMEOUT = 7200.0
 
@@ -51,6 +52,7 @@ VARIABLES = {
     "AUTODBG_KEY_FILE": "~/.config/autodbg/key",
     "AUTODBG_TRACE": "unset (none)",
     "AUTODBG_RELOAD": "off",
+    "AUTODBG_FRAME": "program",
 }
 
 
@@ -85,6 +87,7 @@ FIELDS = (
     "hang",
     "trace",
     "reload",
+    "frame",
 )
 _settings: dict = {}  # this process's settings read so far (from os.environ): field -> value
 _config_class = None
@@ -180,6 +183,9 @@ def _config():
                     ``__main__:func``), traced line by line; () when unset.
                 reload (str): ``off``, or ``watch``: changed source files are reloaded
                     into the live process as they are saved.
+                frame (str): where a post-mortem session opens: ``program`` (the innermost
+                    frame of the program's own code, :mod:`autodbg.frames`) or
+                    ``innermost`` (pdb's frame).
             """
 
             __slots__ = FIELDS + ("_read",)
@@ -265,6 +271,12 @@ def _read(name, environ, warn):
             warn(_bad("AUTODBG_DEBUGGER", debugger, "ipdb or pdb", "ipdb when importable"))
             debugger = None
         return debugger
+    if name == "frame":
+        frame = environ.get("AUTODBG_FRAME", "").strip().lower() or "program"
+        if frame not in FRAMES:
+            warn(_bad("AUTODBG_FRAME", frame, "program or innermost", "program"))
+            frame = "program"
+        return frame
     if name == "collateral":
         collateral = environ.get("AUTODBG_COLLATERAL", "").strip().lower() or "skip"
         if collateral not in COLLATERAL:

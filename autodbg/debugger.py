@@ -144,6 +144,8 @@ class _AutodbgMixin:
     _autodbg_channel = None
     _autodbg_interrupted = False  # an outside SIGINT ended the session
     _autodbg_theme = None  # IPython's colour theme, for clients on a terminal
+    autodbg_viewed_thread = None  # the ident of the thread `thread N` shows; None: the session's
+    autodbg_home_stack = None  # the session's own (stack, curindex) while another thread is shown
 
     def autodbg_bind(self, channel, prompt_ready=False):
         """Read commands from ``channel`` and write to it from now on.
@@ -259,6 +261,22 @@ class _AutodbgMixin:
 
         tasks.command(self, arg)
 
+    def do_threads(self, arg):
+        """threads
+        List every thread of the process: number, name, ident, daemon, where
+        it is; the others keep running (autodbg.threads)."""
+        from autodbg import threads
+
+        threads.command_threads(self, arg)
+
+    def do_thread(self, arg):
+        """thread [N]
+        Show a snapshot of thread N's stack (N from `threads`); `thread`
+        alone returns to the session's own stack (autodbg.threads)."""
+        from autodbg import threads
+
+        threads.command_thread(self, arg)
+
     def do_trace(self, arg):
         """trace [N]
         Show the last N (default 20) traced events of this thread
@@ -281,6 +299,28 @@ class _AutodbgMixin:
         self.autodbg_bind(channel)
         self.print_stack_entry(self.stack[self.curindex])
         return None
+
+    def setup(self, f, tb):
+        stop = super().setup(f, tb)
+        self.autodbg_viewed_thread = None  # a new stop shows the session's own thread
+        opened_in = self.autodbg_session and self.autodbg_session.opened_in
+        if self.autodbg_post_mortem and opened_in and tb is not None:
+            # Just my code (autodbg.frames.open_frame): pdb's setup picks the innermost frame.
+            frame, below = opened_in
+            self.autodbg_session.opened_in = None  # once: a later setup is the user's own
+            for index, (candidate, _) in enumerate(self.stack):
+                if candidate is frame:
+                    self.curindex, self.curframe = index, frame
+                    if not isinstance(getattr(type(self), "curframe_locals", None), property):
+                        self.curframe_locals = frame.f_locals  # a property from 3.13 on
+                    break
+            if below:
+                name = os.path.basename(frame.f_code.co_filename)
+                self.message(
+                    f"autodbg: opened at {name}:{self.stack[self.curindex][1]}, your code; {below} library "
+                    f"frame{'s' if below != 1 else ''} below (down reaches them)"
+                )
+        return stop
 
     def interaction(self, frame, tb):
         if tb is None and frame is not None and self.autodbg_session is not None:

@@ -76,3 +76,34 @@ def program_frame(frame):
             return current
         current = current.f_back
     return frame
+
+
+def open_frame(tb, choice="program"):
+    """Return where a post-mortem session of ``tb`` opens and how many library frames lie below.
+
+    "Just my code", as VS Code's debugger stops by default: the innermost frame
+    of the program's own code (:func:`is_program`), so that an exception
+    raised deep inside torch opens at the user's line that called it.
+
+    Args:
+        tb (types.TracebackType): the exception's traceback, not None.
+        choice (str): ``program`` (the setting ``AUTODBG_FRAME``'s default) or
+            ``innermost`` (pdb's frame, the traceback's last).
+
+    Returns:
+        tuple[types.FrameType, int, int]: the frame, its line (the
+        traceback's), and the number of the traceback's frames below it (0 for
+        ``innermost``, or when no frame is the program's: then the innermost).
+    """
+    entries = []
+    while tb is not None:
+        entries.append((tb.tb_frame, tb.tb_lineno))
+        tb = tb.tb_next
+    index = len(entries) - 1
+    if choice == "program":
+        for candidate in range(len(entries) - 1, -1, -1):
+            if is_program(entries[candidate][0].f_code.co_filename):
+                index = candidate
+                break
+    frame, lineno = entries[index]
+    return frame, lineno, len(entries) - 1 - index

@@ -546,4 +546,7 @@ def _session_stack(session):
         tb = tb.tb_next
     if not stack:
         raise Refused("its debugger session is opening; try again")
-    return stack, len(stack) - 1
+    # Where the session opens (autodbg.frames.open_frame), as the debugger's setup will pick it.
+    chosen = session.opened_in[0] if session.opened_in else None
+    opened = [index for index, (frame, _) in enumerate(stack) if frame is chosen]
+    return stack, opened[-1] if opened else len(stack) - 1

@@ -23,7 +23,7 @@ import threading
 import time
 import traceback
 
-from autodbg import config, guard, identity, interrupts, registry
+from autodbg import config, frames, guard, identity, interrupts, registry
 from autodbg.clients import Clients
 from autodbg.messages import say
 from autodbg.publish import Publication
@@ -33,7 +33,10 @@ _current = None
 
 
 def post_mortem(exc, tb, thread=None):
-    """Open a post-mortem session at the innermost frame of ``tb``; block until it ends.
+    """Open a post-mortem session of ``tb``; block until it ends.
+
+    It opens at the frame of ``AUTODBG_FRAME`` (:func:`autodbg.frames.open_frame`):
+    by default the innermost frame of the program's own code.
 
     Args:
         exc (BaseException): the uncaught exception.
@@ -42,15 +45,12 @@ def post_mortem(exc, tb, thread=None):
     """
     if tb is None:
         return
-    last = tb
-    while last.tb_next is not None:
-        last = last.tb_next
+    frame, lineno, below = frames.open_frame(tb, config.current().frame)
     if thread is not None and thread.daemon:
         atexit.register(_wait_for_sessions)
-    session = Session(
-        _one_line(exc), _where(last.tb_frame, last.tb_lineno), thread, _traceback_frames(tb)
-    )
+    session = Session(_one_line(exc), _where(frame, lineno), thread, _traceback_frames(tb))
     session.opened_at = (None, tb)
+    session.opened_in = (frame, below)
     try:
         with guard.inside("opening a debugger session"):
             if not session.open():
@@ -301,6 +301,8 @@ class Session:
         self.debugger = None
         # pdb's interaction(frame, traceback) arguments: where the debugger opens (autodbg.cast)
         self.opened_at = (None, None)
+        # a post-mortem's frame of opened_at's traceback and the library frames below it
+        self.opened_in = None
         self.clients = None
         self.channel = None  # the current client's, once there is one
         self.frames = frames
