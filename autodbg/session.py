@@ -45,7 +45,14 @@ def post_mortem(exc, tb, thread=None):
     """
     if tb is None:
         return
-    frame, lineno, below = frames.open_frame(tb, config.current().frame)
+    try:
+        frame, lineno, below = frames.open_frame(tb, config.current().frame)
+    except Exception as error:  # e.g. sysconfig unreadable by this user: open innermost
+        say(f"cannot tell the program's frames ({error!r}); opening at the innermost frame")
+        last = tb
+        while last.tb_next is not None:
+            last = last.tb_next
+        frame, lineno, below = last.tb_frame, last.tb_lineno, 0
     if thread is not None and thread.daemon:
         atexit.register(_wait_for_sessions)
     session = Session(_one_line(exc), _where(frame, lineno), thread, _traceback_frames(tb))
