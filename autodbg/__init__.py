@@ -9,7 +9,7 @@ This module is imported on the start-up path, so it holds no imports of its own.
 """
 
 __version__ = "0.1.0"
-__all__ = ["install", "post_mortem", "set_trace"]
+__all__ = ["catch", "install", "post_mortem", "set_trace"]
 
 
 def install():
@@ -57,3 +57,25 @@ def post_mortem(exc=None):
     if exc is None:
         raise ValueError("autodbg.post_mortem() needs an exception: none is being handled")
     session.post_mortem(exc, exc.__traceback__, None)
+
+
+def catch(function):
+    """Decorate ``function`` so that its exception opens a session that can ``retry`` the call.
+
+    The decorator form of ``AUTODBG_CATCH`` (:mod:`autodbg.retry` describes the
+    session: ``retry``, ``return VALUE``, ``q``). Without autodbg installed in
+    the process (no ``AUTODBG=1``, no :func:`install`) the wrapper only calls
+    the function: its exceptions go on up as they would.
+
+    Args:
+        function (Callable): a function, method or coroutine function.
+
+    Returns:
+        Callable: the wrapper, with ``function``'s name, docstring and ``__wrapped__``.
+
+    Raises:
+        TypeError: ``function`` is a generator function.
+    """
+    from autodbg import retry
+
+    return retry.catch(function)

@@ -32,7 +32,9 @@ def cmd_ls(args):
         if r.get("world_size") is not None and r.get("rank") is not None:
             rank = f"{r['rank']}/{r['world_size']}"
         state = str(r.get("state"))
-        if state == "attached" and not r.get("socket"):
+        if r.get("dap"):
+            state += f" (DAP {r['dap']})"  # a DAP client's address (autodbg.backends.dap)
+        elif state == "attached" and not r.get("socket"):
             state += " (page)" if r.get("web") else " (terminal)"
         rows.append(
             (
@@ -95,6 +97,8 @@ def cmd_attach(args):
         raise CliError(
             f"{who} is a web session: open {record['web']} with the token its process printed"
         )
+    if record.get("dap"):
+        raise CliError(f"{who} is a DAP session: attach VS Code (debugpy) to {record['dap']}")
     if not record.get("socket"):
         raise CliError(
             f"{who} is in a debugger on its own terminal; it cannot be attached from here"
@@ -405,7 +409,13 @@ def cmd_stack(args):
         missing = [target for target, _ in missing]
         job = job or nodes[0]["job"]
     nodes = [n for n in nodes if n.get("job") == job]
+    if args.collectives:
+        from autodbg import collectives
+
+        collectives.request(targets)
     results = stacks.collect(targets, args.timeout, with_locals=args.locals)
+    if args.collectives:
+        collectives.gather(results, targets, args.timeout)
     failed = False
     if nodes:
         remote, failed = _remote_stacks(nodes, job, args)
@@ -423,6 +433,8 @@ def cmd_stack(args):
     if args.json:
         print(json.dumps(results, indent=2))
     else:
+        if args.collectives:
+            print(collectives.verdict(results))
         print(stacks.render(results, args.timeout), end="")
     return 0 if all(r["answered"] for r in results) and not failed else 1
 
@@ -458,6 +470,8 @@ def _remote_stacks(nodes, job, args):
     ask = ["stack", "--all", "--local", "--json", "--job", job, "--timeout", str(args.timeout)]
     if args.locals:
         ask.append("--locals")
+    if args.collectives:
+        ask.append("--collectives")
     answers = transport.run_on(nodes, ask, args.timeout + REMOTE_MARGIN)
     results, failed = [], False
     for node in nodes:
@@ -745,6 +759,11 @@ def build_parser():
         "--locals",
         action="store_true",
         help="each frame's locals as short reprs (needs a Python thread that can run)",
+    )
+    stack.add_argument(
+        "--collectives",
+        action="store_true",
+        help="first, the Flight Recorder's verdict on the ranks' collectives (torch's analysis)",
     )
     stack.add_argument(
         "--timeout",

@@ -5,11 +5,11 @@ imports nothing but ``os``: no ``dataclasses`` (which pulls in ``inspect`` and
 ``re``, several milliseconds) and no ``signal`` (``_signal`` has the numbers).
 For the same reason:
 
-- each setting is read at its first use, not all at once: start-up uses six
+- each setting is read at its first use, not all at once: start-up uses seven
   of them (``mode``, ``stack_signal``, ``break_signal``, ``hang``, ``trace``,
-  ``reload``, through :func:`setting`), and looking up a variable
+  ``catch``, ``reload``, through :func:`setting`), and looking up a variable
   that is not set costs about 3 µs (``os.environ.get`` raises and catches two
-  ``KeyError``), some 20 µs for the other seven. They are read when a
+  ``KeyError``), some 30 µs for the other ten. They are read when a
   session, torch or the launcher needs them;
 - the class :class:`Config` is made at its first use (a session's, the
   CLI's), not at import: making a class costs more than the rest of this
@@ -25,7 +25,7 @@ import os
 
 TRUE = ("1", "true", "yes", "on")
 FALSE = ("", "0", "false", "no", "off")
-MODES = ("auto", "console", "socket", "web", "off")
+MODES = ("auto", "console", "socket", "web", "dap", "off")
 DEBUGGERS = ("ipdb", "pdb")
 COLLATERAL = ("skip", "debug")
 FRAMES = ("program", "innermost")
@@ -51,6 +51,7 @@ VARIABLES = {
     "AUTODBG_REMOTE": "ssh {host}",
     "AUTODBG_KEY_FILE": "~/.config/autodbg/key",
     "AUTODBG_TRACE": "unset (none)",
+    "AUTODBG_CATCH": "unset (none)",
     "AUTODBG_RELOAD": "off",
     "AUTODBG_FRAME": "program",
 }
@@ -86,6 +87,7 @@ FIELDS = (
     "key_file",
     "hang",
     "trace",
+    "catch",
     "reload",
     "frame",
 )
@@ -156,7 +158,7 @@ def _config():
             """Settings from the environment, each read at its first use; attributes cannot be changed.
 
             Attributes:
-                mode (str): ``auto``, ``console``, ``socket``, ``web`` or ``off``.
+                mode (str): ``auto``, ``console``, ``socket``, ``web``, ``dap`` or ``off``.
                 wait (float): seconds a session with no client waits for one; 0 = no wait.
                 dir (str | None): ``AUTODBG_DIR``, or None for the default runtime directory.
                 stack_signal (int | None): signal number that dumps every thread's stack,
@@ -181,6 +183,8 @@ def _config():
                 trace (tuple[tuple[str, str], ...]): ``(module, qualname)`` of each
                     function of ``AUTODBG_TRACE`` (``pkg.mod:func``, ``pkg.mod:Class.method``,
                     ``__main__:func``), traced line by line; () when unset.
+                catch (tuple[tuple[str, str], ...]): the same for ``AUTODBG_CATCH``: functions
+                    whose exceptions open a session that can ``retry`` the call (:mod:`autodbg.retry`).
                 reload (str): ``off``, or ``watch``: changed source files are reloaded
                     into the live process as they are saved.
                 frame (str): where a post-mortem session opens: ``program`` (the innermost
@@ -251,6 +255,8 @@ def _read(name, environ, warn):
         return None
     if name == "trace":
         return _targets(environ, "AUTODBG_TRACE", warn)
+    if name == "catch":
+        return _targets(environ, "AUTODBG_CATCH", warn)
     if name == "reload":
         reload = environ.get("AUTODBG_RELOAD", "").strip().lower()
         if reload in FALSE:

@@ -285,6 +285,46 @@ class _AutodbgMixin:
 
         trace.command(self, arg)
 
+    def do_retry(self, arg):
+        """retry
+        Call the function whose call failed again, with the same arguments
+        (its new code after a `reload`); its value goes to its caller and the
+        program goes on. Only for a function of AUTODBG_CATCH or
+        @autodbg.catch (autodbg.retry)."""
+        if self._autodbg_caught():
+            self.autodbg_session.outcome = ("retry", None)
+            return 1
+        return None
+
+    def do_return(self, arg):
+        """return VALUE
+        In a session of an AUTODBG_CATCH or @autodbg.catch function: give
+        VALUE (an expression of the current frame) to the failed call's
+        caller, and the program goes on (autodbg.retry). Elsewhere, pdb's
+        return: continue until the current function returns."""
+        session = self.autodbg_session
+        if session is None or session.caught is None or not self.autodbg_post_mortem:
+            return super().do_return(arg)
+        if not arg.strip():
+            self.error("return VALUE: say what the call gives back, e.g. `return None`")
+            return None
+        try:
+            value = self._getval(arg)  # prints the error itself
+        except Exception:
+            return None
+        session.outcome = ("return", value)
+        return 1
+
+    def _autodbg_caught(self):
+        session = self.autodbg_session
+        if session is not None and session.caught is not None and self.autodbg_post_mortem:
+            return True
+        self.error(
+            "retry: only a call of a function named in AUTODBG_CATCH, or decorated with "
+            "@autodbg.catch, is held for a retry; this session's is not"
+        )
+        return False
+
     def do_EOF(self, arg):
         """EOF (Ctrl-D): on the console, quit; on a socket, detach and let another client attach."""
         if self._autodbg_channel.kind == "console":
@@ -339,6 +379,37 @@ class _AutodbgMixin:
             self._autodbg_interrupted = False
             self.set_continue()
             raise KeyboardInterrupt  # into the program's frame, where the SIGINT would have landed
+
+    def autodbg_stop_in_call(self, frame):
+        """Prompt at once at ``frame``, whose current line is a call still running; then trace as asked.
+
+        pdb's ``set_trace(frame)`` stops at the next line event, which for a
+        frame in a call comes only once the call returns (and ``set_step``
+        would stop in the callee's callees first). So this sets up what
+        ``set_trace`` does (each frame's trace function, the bottom frame),
+        runs the prompt here, outside any trace function, and then sets the
+        trace function only if the command asked for another stop: ``n``
+        stops at ``frame``'s next line, ``s`` at the next Python call; ``c``
+        with no breakpoints and the session's end leave the program
+        untraced; ``q`` raises ``bdb.BdbQuit`` into it, as pdb's does.
+
+        Args:
+            frame (types.FrameType): the frame to stop in, e.g. the one that
+                called ``torch.distributed.breakpoint()``.
+        """
+        self.reset()
+        bottom = frame
+        while bottom is not None:
+            bottom.f_trace = self.trace_dispatch
+            self.botframe = bottom
+            bottom = bottom.f_back
+        self.interaction(frame, None)
+        if self.quitting:
+            import bdb
+
+            raise bdb.BdbQuit  # as pdb's `q` at a breakpoint: into the program's frame
+        if not (self.stoplineno == -1 and not self.breaks):
+            sys.settrace(self.trace_dispatch)
 
     def autodbg_nested(self, frame):
         """Run a nested prompt at ``frame`` on this debugger's client; return when it ends.

@@ -184,7 +184,7 @@ def start():
 def install():
     """Install autodbg's hooks in this process. Called once, by :func:`start`.
 
-    Reads the six settings it needs with :func:`autodbg.config.setting`
+    Reads the seven settings it needs with :func:`autodbg.config.setting`
     (no :class:`autodbg.config.Config` at start-up: the config module says why).
     """
     global _original_excepthook, _printing_excepthook
@@ -234,6 +234,10 @@ def install():
         from autodbg import trace
 
         trace.watch(setting("trace"), after_import)
+    if setting("catch"):
+        from autodbg import retry
+
+        retry.watch(setting("catch"), after_import)
     if setting("reload") == "watch":
         from autodbg import reload
 
@@ -248,9 +252,29 @@ def excepthook(exc_type, exc, tb):
     with a ``[rankN]:`` prefix. autodbg puts itself back on top (see
     :func:`adopt`) and, when torch's hook calls back into it, only prints.
     """
-    global _printing
     if _printing:
         return _original_excepthook(exc_type, exc, tb)
+    retry = sys.modules.get("autodbg.retry")
+    if retry is None or not retry.shown(exc):  # a catch session printed it, and let it go
+        print_exception(exc_type, exc, tb)
+    if "TORCHELASTIC_ERROR_FILE" in os.environ:  # a torchrun worker, or its child
+        from autodbg import error_file, guard
+
+        guard.call("torchelastic's error file", error_file.write, exc)
+    post_mortem(exc, tb)
+
+
+def print_exception(exc_type, exc, tb):
+    """Print a traceback as the excepthook does: through torch's ``[rankN]:`` wrapper when it is set.
+
+    Never raises: when the hook in use fails, Python's own prints it.
+
+    Args:
+        exc_type (type[BaseException]): the exception's type.
+        exc (BaseException): the exception.
+        tb (types.TracebackType | None): the traceback to print.
+    """
+    global _printing
     _printing = True
     try:
         _printing_excepthook(exc_type, exc, tb)
@@ -258,11 +282,11 @@ def excepthook(exc_type, exc, tb):
         sys.__excepthook__(exc_type, exc, tb)  # the traceback is printed, whoever failed
     finally:
         _printing = False
-    if "TORCHELASTIC_ERROR_FILE" in os.environ:  # a torchrun worker, or its child
-        from autodbg import error_file, guard
 
-        guard.call("torchelastic's error file", error_file.write, exc)
-    post_mortem(exc, tb)
+
+def started():
+    """Tell whether autodbg is installed in this process (``AUTODBG=1`` or :func:`autodbg.install`)."""
+    return _started
 
 
 def adopt(wrapper):
@@ -367,7 +391,10 @@ def _patch_threading(threading):
     previous = threading.excepthook
 
     def thread_excepthook(args):
-        previous(args)
+        retry = sys.modules.get("autodbg.retry")
+        # A catch session printed it and let it go: not printed twice by Python's own hook.
+        if not (previous is threading.__excepthook__ and retry and retry.shown(args.exc_value)):
+            previous(args)
         if args.exc_type is not SystemExit:
             post_mortem(args.exc_value, args.exc_traceback, args.thread)
 

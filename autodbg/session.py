@@ -32,19 +32,26 @@ _turn = threading.Lock()
 _current = None
 
 
-def post_mortem(exc, tb, thread=None):
+def post_mortem(exc, tb, thread=None, caught=None):
     """Open a post-mortem session of ``tb``; block until it ends.
 
     It opens at the frame of ``AUTODBG_FRAME`` (:func:`autodbg.frames.open_frame`):
     by default the innermost frame of the program's own code.
 
     Args:
-        exc (BaseException): the uncaught exception.
+        exc (BaseException): the uncaught exception, or one a catch wrapper caught.
         tb (types.TracebackType | None): its traceback.
         thread (threading.Thread | None): the thread it ended; None for the main thread.
+        caught (str | None): ``module:qualname`` of the function whose call a
+            catch wrapper holds (:mod:`autodbg.retry`): ``retry`` and ``return
+            VALUE`` work in this session.
+
+    Returns:
+        tuple[str, object] | None: for a caught call, ``("retry", None)`` or
+        ``("return", value)`` when the user chose so; None otherwise.
     """
     if tb is None:
-        return
+        return None
     try:
         frame, lineno, below = frames.open_frame(tb, config.current().frame)
     except Exception as error:  # e.g. sysconfig unreadable by this user: open innermost
@@ -58,14 +65,22 @@ def post_mortem(exc, tb, thread=None):
     session = Session(_one_line(exc), _where(frame, lineno), thread, _traceback_frames(tb))
     session.opened_at = (None, tb)
     session.opened_in = (frame, below)
+    session.caught = caught
     try:
         with guard.inside("opening a debugger session"):
             if not session.open():
-                return
+                return None
             from autodbg import crashes
 
             # Before any wait: the crash record outlives the process.
             session.clients.crash_record = crashes.record(session, exc, tb)
+        if session.config.mode == "dap":
+            from autodbg.backends import dap
+
+            with guard.inside("in a DAP session"):
+                if dap.post_mortem(session, session._publication, exc, tb):
+                    return None  # else no debugpy (said): the usual session
+        with guard.inside("opening a debugger session"):
             channel = session.channel = session.clients.first()
         if channel is not None:
             from autodbg import debugger
@@ -74,12 +89,18 @@ def post_mortem(exc, tb, thread=None):
                 session, channel, session.config.debugger, post_mortem=True
             )
             session.debugger.reset()
+            if caught is not None:
+                session.debugger.message(
+                    f"autodbg: the call of {caught} is held: edit, `reload`, then `retry` calls "
+                    "it again; `return VALUE` gives VALUE to its caller; `q` lets the exception go on"
+                )
             session.debugger.interaction(None, tb)
     finally:
         session.close()
+    return session.outcome
 
 
-def set_trace(frame, intro=None, socket_only=False):
+def set_trace(frame, intro=None, socket_only=False, in_call=False):
     """Open a session stopped at ``frame`` (``breakpoint()``); return once the debugger is set.
 
     The program then runs under the debugger until the user continues with no
@@ -92,6 +113,10 @@ def set_trace(frame, intro=None, socket_only=False):
         intro (str | None): shown to the client before the first prompt.
         socket_only (bool): never take the terminal (a live attach: the client
             that asked for it connects to the socket).
+        in_call (bool): ``frame`` is in a call that goes on after the prompt
+            (``torch.distributed.breakpoint()``'s caller, torch's barrier to
+            come): the prompt opens at once at its current line, and ``n``
+            stops at its next one.
     """
     current = _current
     if current is not None and current.thread_ident == threading.get_ident() and current.debugger:
@@ -99,6 +124,9 @@ def set_trace(frame, intro=None, socket_only=False):
             current.debugger.autodbg_nested(frame)
         else:
             current.debugger.set_trace(frame)  # a later breakpoint() of a breakpoint() session
+        return
+    if guard.busy() == "in a DAP session":  # reached from an expression the DAP client evaluates
+        say("breakpoint() while this thread is stopped for a DAP client: ignored")
         return
     session = Session(None, _where(frame, frame.f_lineno), None, stack_frames(frame))
     session.opened_at = (frame, None)
@@ -117,7 +145,10 @@ def set_trace(frame, intro=None, socket_only=False):
         )
         if intro:
             session.debugger.message(intro)
-        session.debugger.set_trace(frame)
+        if in_call:
+            session.debugger.autodbg_stop_in_call(frame)
+        else:
+            session.debugger.set_trace(frame)
     except BaseException:
         session.close()
         raise
@@ -310,6 +341,8 @@ class Session:
         self.opened_at = (None, None)
         # a post-mortem's frame of opened_at's traceback and the library frames below it
         self.opened_in = None
+        self.caught = None  # a catch wrapper's function, module:qualname (autodbg.retry)
+        self.outcome = None  # then what the user chose: ("retry", None) or ("return", value)
         self.clients = None
         self.channel = None  # the current client's, once there is one
         self.frames = frames

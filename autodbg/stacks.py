@@ -25,6 +25,11 @@ The richer Python path (``autodbg stack --locals``)
     it in C code does not, and then the dump comes without locals.
     asyncio tasks are not listed.
 
+The Flight Recorder (``autodbg stack --collectives``, the hang watchdog)
+    With ``<pid>.stack.fr-want`` beside the file when a new dump comes, the
+    same thread writes the rank's record of its collectives to
+    ``<pid>.stack.fr`` (:func:`autodbg.collectives.answer`).
+
 ``autodbg cast``
     The same thread also looks, with one ``stat`` a poll, for
     ``<pid>.stack.cast``, a request of ``autodbg cast``, and answers it
@@ -193,9 +198,17 @@ def _serve(fd, done):
             done += len(chunk)
         if grew and os.path.exists(_file + ".want"):
             guard.call("the stack-dump thread's --locals answer", _write_locals)
+        if grew and os.path.exists(_file + ".fr-want"):
+            guard.call("the stack-dump thread's flight recorder answer", _answer_collectives)
         if os.path.exists(request):
             guard.call("the stack-dump thread's cast answer", _answer_cast, request)
         time.sleep(COPY_POLL)
+
+
+def _answer_collectives():
+    from autodbg import collectives  # only when the CLI or the hang watchdog asks
+
+    collectives.answer(_file)
 
 
 def _answer_cast(request):
@@ -286,7 +299,8 @@ def _after_fork():
 def remove_own_file():
     """Remove this process's stack file and its companions, if it registered one."""
     if _file is not None:
-        registry.remove(_file, _file + ".want", _file + ".locals", _file + ".cast")
+        companions = (".want", ".locals", ".cast", ".fr-want", ".fr")
+        registry.remove(_file, *(_file + suffix for suffix in companions))
 
 
 def _unregister():

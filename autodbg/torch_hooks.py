@@ -28,6 +28,9 @@ each with a test in tests/test_torch_hooks.py:
   program's arguments are never touched, so a wrong one (``timeout=30``)
   gets torch's own ``TypeError``. ``monitored_barrier(timeout=None)`` asks
   the same function, so it waits as long as its group does.
+* The Flight Recorder reads ``TORCH_FR_BUFFER_SIZE`` when the first
+  process group is made, not at import: set right after the import, it
+  applies (:mod:`autodbg.collectives`; tested in tests/test_collectives.py).
 * ``torch.distributed.breakpoint()`` makes its debugger with the module's
   ``_make_distributed_pdb()`` and calls ``message()`` and ``set_trace()`` on
   it, then waits in ``barrier()``; autodbg supplies a stand-in whose
@@ -63,9 +66,10 @@ def patch(distributed):
 
 
 def _patch(distributed):
-    from autodbg import stacks
+    from autodbg import collectives, stacks
 
     stacks.register()  # a rank's stack dumps go to its file too, where `autodbg stack` finds them
+    guard.call("the flight recorder", collectives.enable)  # before the program makes a group
     c10d = getattr(distributed, "distributed_c10d", None)
     if c10d is None or getattr(c10d.init_process_group, "__autodbg__", False):
         return  # torch built without distributed support, or patched already
@@ -194,12 +198,22 @@ class _BreakpointDebugger:
         self._messages = []
 
     def message(self, text):
-        """Keep ``text`` for the session's client (torch's "Type 'up' ..." hint)."""
+        """Keep ``text`` for torch's own debugger, if autodbg's session cannot open.
+
+        torch's text is its "Type 'up' to get to the frame that called
+        dist.breakpoint" hint, which autodbg's session, opened at that frame
+        already, does not need.
+        """
         self._messages.append(text)
 
     def set_trace(self, frame=None, *args, **kwargs):
-        """Open an autodbg session stopped in ``frame`` (default: the caller, torch's breakpoint()).
+        """Open an autodbg session at the line that called ``torch.distributed.breakpoint()``.
 
+        ``frame`` (default: the caller, torch's ``breakpoint()``) is torch's
+        frame: the prompt opens at once in the frame that called it, before
+        torch's ``barrier()``, where the other ranks wait; ``n`` there lets
+        the barrier run and stops at the caller's next line (``c``: no stop).
+        torch's own pdb stops inside ``torch/distributed/__init__.py``.
         Blocks as :func:`autodbg.session.set_trace` does. If autodbg fails,
         one ``autodbg:`` line, then torch's own debugger, as without autodbg.
         """
@@ -214,7 +228,16 @@ class _BreakpointDebugger:
     def _session(self, frame):
         from autodbg import session
 
-        session.set_trace(frame, intro="\n".join(self._messages))
+        caller = frame.f_back
+        if caller is None or frame.f_globals.get("__name__") != "torch.distributed":
+            session.set_trace(frame, intro="\n".join(self._messages))  # not torch's frame
+            return
+        session.set_trace(
+            caller,
+            intro="autodbg: torch.distributed.breakpoint(): the other ranks wait in its barrier "
+            "until this session lets it run: `n` runs it and stops at your next line",
+            in_call=True,
+        )
 
     def _torch_set_trace(self, frame, *args, **kwargs):
         debugger = self._make_torch_debugger()

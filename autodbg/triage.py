@@ -67,6 +67,9 @@ def decide(exc, thread_name=None):
         return False, None
     if thread_name is not None and thread_name.startswith("autodbg-"):
         return False, None
+    retry = sys.modules.get("autodbg.retry")
+    if retry is not None and retry.debugged(exc):
+        return False, None  # a catch session let it (or its cause) go: debugged once
     if config.current().collateral == "debug":
         return True, None
     reason = _failed_child(exc)

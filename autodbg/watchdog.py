@@ -12,7 +12,9 @@ job's dump sends to every rank, does not count for that):
   job, :mod:`autodbg.stacks`), the first process to notice also asks every
   process of the job for its stacks and writes them grouped, the odd ones out
   first, to ``<runtime dir>/<job>/hang.txt``: one file that answers "who is
-  not where the others are".
+  not where the others are". It opens with the verdict of torch's Flight
+  Recorder on the ranks' collectives (:mod:`autodbg.collectives`): the
+  collective that some rank never entered or called differently.
 
 What "no progress" means: the main thread has not run at all. Each sample
 reads the kernel's accounting of that one thread (its native id, taken in the
@@ -38,8 +40,8 @@ rule) cannot tell a loop re-entering a call from a thread stuck in it, and
 frame ids are reused (7 false reports in 30 epochs of a healthy job); the
 instruction alone has the same flaw; the process's CPU time moves with other
 threads (gloo's, the store's, this one); the completion of collectives (the
-Flight Recorder) covers collectives only, not a lock or a sleep, and is left
-to the Flight Recorder's own support; ``schedstat`` would be one file, but
+Flight Recorder) covers collectives only, not a lock or a sleep: it explains
+a hang in hang.txt, but does not detect one; ``schedstat`` would be one file, but
 the kernel may be built without it. Known limits: a thread that spins at one
 place (a CUDA synchronisation spin-waiting on a hung NCCL kernel, a Python
 poll loop) uses CPU or switches and counts as progress (NCCL's own watchdog
@@ -195,5 +197,20 @@ def _job_stacks(folder):
     except FileExistsError:
         return path  # another rank noticed first and writes it
     with os.fdopen(fd, "w") as out:
-        out.write(stacks.render(stacks.collect(processes, COLLECT_TIMEOUT), COLLECT_TIMEOUT))
+        out.write(_report(processes))
     return path
+
+
+def _report(processes):
+    """The text of ``hang.txt``: the Flight Recorder's verdict, then the grouped stacks."""
+    from autodbg import collectives, guard, stacks
+
+    guard.call(WHERE, collectives.request, processes)
+    results = stacks.collect(processes, COLLECT_TIMEOUT)
+    guard.call(WHERE, collectives.gather, results, processes, COLLECT_TIMEOUT)
+    head = guard.call(WHERE, collectives.verdict, results, otherwise=_no_verdict)
+    return head + "\n" + stacks.render(results, COLLECT_TIMEOUT)
+
+
+def _no_verdict():
+    return "flight recorder: no verdict (autodbg's error is in the job's log)\n"

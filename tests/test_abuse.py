@@ -1214,7 +1214,9 @@ def test_a_dashboard_page_that_never_reads_is_dropped(env, runtime_dir, start):
         stuck.sendall(ws_frame(json.dumps({"type": "open", "key": key}).encode()))
         command = "!for i in range(3000): print('x' * 1000)"
         stuck.sendall(ws_frame(json.dumps({"type": "input", "key": key, "text": command}).encode()))
-        web.wait_for(f"web: dropped a page: it took no output for {SEND_WAIT:g} s", 60)
+        # After SEND_WAIT s without progress, or sooner when the output's small messages
+        # fill its backlog (how fast the relay reads decides which comes first).
+        web.wait_for("web: dropped a page: it", 60)
         # A crash later is listed on the good page.
         later = start([PYTHON, target("crash.py")], dict(env, RANK="1", WORLD_SIZE="2"))
         page.until(lambda: page.listed(later.pid), "the later crash listed", timeout=60)

@@ -55,21 +55,21 @@ def test_on_imports_only_light_modules(env, value):
     assert stderr == ""
 
 
-def test_startup_reads_six_settings_and_makes_no_class(env):
+def test_startup_reads_seven_settings_and_makes_no_class(env):
     # What keeps start-up short besides its modules (autodbg.config's docstring says why).
     code = "from autodbg import config; print(sorted(config._settings), config._config_class)"
     out = subprocess.run(
         [PYTHON, "-c", code], env=env, capture_output=True, text=True, timeout=60, check=False
     )
     assert out.stdout.split("\n")[:1] == [
-        "['break_signal', 'hang', 'mode', 'reload', 'stack_signal', 'trace'] None"
+        "['break_signal', 'catch', 'hang', 'mode', 'reload', 'stack_signal', 'trace'] None"
     ], out.stderr
 
 
 @pytest.mark.parametrize(
     "variable, value, allowed, setting, at_startup",
     [
-        ("AUTODBG_MODE", "sockets", "auto, console, socket, web, off", "mode", True),
+        ("AUTODBG_MODE", "sockets", "auto, console, socket, web, dap, off", "mode", True),
         ("AUTODBG_STACK_SIGNAL", "SIGNOPE", "a signal name", "stack_signal", True),
         ("AUTODBG_BREAK_SIGNAL", "KILL", "a signal name", "break_signal", True),
         ("AUTODBG_HANG", "soon", "a number of seconds > 0", "hang", True),

@@ -105,16 +105,23 @@ def test_distributed_breakpoint_with_filtered_output(env, runtime_dir, start, sp
     record = wait_for_record(runtime_dir, timeout=120, rank=1, state="waiting")
     assert record["reason"] == "breakpoint"
     job.wait_for("autodbg: rank 1 is in a debugger session: breakpoint()")  # the launcher says it
+    # At the line that called it (torch's pdb stops inside torch/distributed/__init__.py).
+    assert record["where"] == f"{target('dist_breakpoint.py')}:7 in <module>"
     nc = spawn(f"nc -U {record['socket']}", env)
-    nc.expect("Type 'up' to get to the frame that called dist.breakpoint")
-    nc.expect("ipdb> ")
-    nc.sendline("up")
+    nc.expect("the other ranks wait in its barrier")
+    nc.expect(r"----> 7 dist.breakpoint\(rank=1\)")
     nc.expect("ipdb> ")
     nc.sendline("p value.item()")
     nc.expect("2.0")
+    nc.sendline("n")  # runs the barrier: rank 0 goes on, into the all_reduce
+    nc.expect(r"----> 8 dist.all_reduce\(value\)")
+    nc.expect("ipdb> ")
+    nc.sendline("n")
+    nc.expect(r"----> 9 print")
+    nc.expect("ipdb> ")
+    job.wait_for("rank 0 sum 3")
     nc.sendline("c")
     nc.expect(pexpect.EOF)
-    job.wait_for("rank 0 sum 3")
     assert job.wait(60) == 0
 
 
@@ -180,7 +187,7 @@ def test_distributed_breakpoint_falls_back_to_torchs_debugger(monkeypatch, capfd
         def set_trace(self, frame=None):
             calls.append(("set_trace", frame))
 
-    def broken(frame, intro=None):
+    def broken(frame, intro=None, in_call=False):
         raise OSError("no runtime directory")
 
     monkeypatch.setattr(session, "set_trace", broken)

@@ -71,3 +71,20 @@ def test_console_and_socket_sessions(other_python, env, runtime_dir, spawn):
     nc.sendline("q")
     nc.expect(pexpect.EOF)
     proc.expect(pexpect.EOF)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_a_held_call_of_the_main_script_returns_a_value(other_python, env, spawn):
+    # __main__ targets are found by sys.monitoring on 3.12+ and sys.settrace before;
+    # pdb's curframe_locals is a plain attribute from 3.13 on.
+    env.update(AUTODBG_DEBUGGER="pdb", AUTODBG_CATCH="__main__:Model.step", RETRY_CALL="method")
+    child = spawn(f"{other_python} {target('retry_calls.py')}", env)
+    child.expect(r"\(Pdb\)")
+    child.sendline("up")
+    child.expect(r"\(Pdb\)")
+    child.sendline("return x * 10 + 2")
+    child.expect("result 42")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0

@@ -372,6 +372,7 @@ class Tab:
     def __init__(self, connection):
         self.connection = connection
         self._out = queue.Queue()
+        self._dropped = False  # said so already
         send = guard.protect("a web client's sender")(self._send)
         self.sender = threading.Thread(target=send, name="autodbg-web-send", daemon=True)
         self.sender.start()
@@ -380,7 +381,10 @@ class Tab:
         """Queue ``message`` (str, JSON) for the tab; never blocks."""
         if self._out.qsize() < MAX_BACKLOG:
             self._out.put(message)
-        else:  # it reads nothing: the other tabs and the session go on without it
+        elif not self._dropped:  # it reads nothing: the other tabs and the session go on without it
+            # Before the sender's time-out, when the output comes in many small messages.
+            self._dropped = True
+            say(f"web: dropped a page: it left {MAX_BACKLOG} messages unread")
             try:
                 self.connection.socket.shutdown(2)  # the sender's send fails, then it closes
             except OSError:
@@ -395,7 +399,7 @@ class Tab:
             while (message := self._out.get()) is not None:
                 self.connection.send(message)
         except (ConnectionClosed, OSError) as error:
-            if isinstance(error.__cause__, TimeoutError):
+            if isinstance(error.__cause__, TimeoutError) and not self._dropped:
                 say(f"web: dropped a page: it took no output for {SEND_WAIT:g} s")
         self.connection.close()
 
