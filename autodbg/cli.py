@@ -87,6 +87,13 @@ def cmd_attach(args):
         record = _break_in(process["pid"], process)
     who = _describe(record)
     node = None if record.get("tcp") else _node_elsewhere(record, args)
+    if node is not None and record.get("dap"):
+        port = record["dap"].rpartition(":")[2]
+        raise CliError(
+            f"{who} is a DAP session on {node['host']}: forward its port "
+            f"(ssh -L {port}:{record['dap']} {node['host']}), then attach VS Code (debugpy) "
+            f"to 127.0.0.1:{port}"
+        )
     if node is not None:
         # Its node's CLI waits for an opening session and says if it is busy or on a terminal.
         ask = ["attach", "--pid", str(record["pid"]), "--job", str(record["job"])]

@@ -56,7 +56,8 @@ class Publication:
             registry.write(self.path, record)
         except OSError as error:
             say(f"cannot write the session record {self.path}: {error.strerror}")
-        if server is not None and "torch.distributed" in sys.modules:
+        # A DAP session has no socket, but its address is for the other nodes too.
+        if (server is not None or "dap" in self._fields) and "torch.distributed" in sys.modules:
             from autodbg import store
 
             if store.job_address():  # torchrun's, or the default process group's (srun, mpirun)

@@ -328,3 +328,22 @@ class TestOverTcp:
         cli = attach_on(spawn, job.h0, job.env, ["3"])
         in_rank_3(cli, job)
         quit_and_end(cli, job)
+
+
+@pytest.mark.torch
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_a_dap_session_on_the_other_host_is_listed_with_how_to_reach_it(cluster):
+    # AUTODBG_MODE=dap: no socket, but the record (its address) is in the job's store.
+    pytest.importorskip("debugpy")
+    h0, h1 = cluster
+    nodes = start_job(cluster, AUTODBG_MODE="dap")
+    try:
+        env = hosts.environment()
+        record = wait_for_session(h0, env, 3)
+        assert record["host"] == h1.name and record["dap"].startswith("127.0.0.1:"), record
+        port = record["dap"].rpartition(":")[2]
+        line = one_line(autodbg(h0, ["attach", "3"], env))
+        assert f"ssh -L {port}:127.0.0.1:{port} {h1.name}" in line, line
+    finally:
+        stop_job(nodes)
