@@ -77,6 +77,7 @@ _path = None
 _get_ident = _thread.get_ident
 _getframe = sys._getframe
 _COPIES = {list: list.copy, dict: dict.copy, set: set.copy, bytearray: bytearray.copy}
+_COPIED_TYPES = frozenset(_COPIES)
 _tool = None  # sys.monitoring tool id (3.12+)
 _started = False
 _RETURNS = ()  # 3.11: the opcodes of a frame that returns rather than unwinds
@@ -162,6 +163,8 @@ def _start():
 def _snapshot(names):
     """Return a copy of a frame's locals, small built-in containers copied too."""
     values = dict(names)
+    if _COPIED_TYPES.isdisjoint(map(type, values.values())):
+        return values  # the usual case, told in C: no Python loop over the locals
     for name, value in values.items():
         copy = _COPIES.get(type(value))
         if copy is not None and len(value) <= MAX_COPY:
