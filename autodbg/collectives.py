@@ -40,6 +40,7 @@ import sys
 import time
 
 from autodbg import registry
+from autodbg.frames import is_program
 
 BUFFER = "2000"  # entries of each rank's ring buffer, when autodbg sets TORCH_FR_BUFFER_SIZE
 WANT = ".fr-want"  # suffix of the request beside a stack file
@@ -289,32 +290,23 @@ def _shape(collective):
     return f" (input sizes {collective.input_sizes}, output sizes {collective.output_sizes})"
 
 
-def _library():
-    # Path prefixes of the standard library's and installed packages' files.
-    import sysconfig
-
-    paths = sysconfig.get_paths()
-    return ("<", *(paths[name] + os.sep for name in ("stdlib", "purelib", "platlib")))
-
-
 def _called(collective):
     # ", called at train.py:42 in step": the innermost frame of the program's in torch's record.
-    frames = [f for f in collective.collective_frames if not f["filename"].startswith(_library())]
+    frames = [f for f in collective.collective_frames if is_program(f["filename"])]
     if not frames:
         return ""
     return f", called at {frames[0]['filename']}:{frames[0]['line']} in {frames[0]['name']}"
 
 
 def _where(results):
-    """rank -> where its main thread is (its innermost frame outside installed packages)."""
-    library = _library()
+    """rank -> where its main thread is (its innermost frame of the program's own code)."""
     where = {}
     for result in results:
         threads = result.get("threads") or []
         if result.get("rank") is None or not threads or result.get("parent_pid") is not None:
             continue
         frames = threads[0]["frames"]
-        own = [f for f in frames if not f["file"].startswith(library)]
+        own = [f for f in frames if is_program(f["file"])]
         frame = (own or frames or [None])[-1]
         if frame is not None:
             where.setdefault(

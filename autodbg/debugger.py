@@ -291,10 +291,14 @@ class _AutodbgMixin:
         (its new code after a `reload`); its value goes to its caller and the
         program goes on. Only for a function of AUTODBG_CATCH or
         @autodbg.catch (autodbg.retry)."""
-        if self._autodbg_caught():
-            self.autodbg_session.outcome = ("retry", None)
-            return 1
-        return None
+        if not self._autodbg_holds_call():
+            self.error(
+                "retry: only a call of a function named in AUTODBG_CATCH, or decorated with "
+                "@autodbg.catch, is held for a retry; this session's is not"
+            )
+            return None
+        self.autodbg_session.outcome = ("retry", None)
+        return 1
 
     def do_return(self, arg):
         """return VALUE
@@ -302,8 +306,7 @@ class _AutodbgMixin:
         VALUE (an expression of the current frame) to the failed call's
         caller, and the program goes on (autodbg.retry). Elsewhere, pdb's
         return: continue until the current function returns."""
-        session = self.autodbg_session
-        if session is None or session.caught is None or not self.autodbg_post_mortem:
+        if not self._autodbg_holds_call():
             return super().do_return(arg)
         if not arg.strip():
             self.error("return VALUE: say what the call gives back, e.g. `return None`")
@@ -312,18 +315,13 @@ class _AutodbgMixin:
             value = self._getval(arg)  # prints the error itself
         except Exception:
             return None
-        session.outcome = ("return", value)
+        self.autodbg_session.outcome = ("return", value)
         return 1
 
-    def _autodbg_caught(self):
+    def _autodbg_holds_call(self):
+        # A post-mortem of a catch wrapper (autodbg.retry), not a nested or breakpoint() prompt.
         session = self.autodbg_session
-        if session is not None and session.caught is not None and self.autodbg_post_mortem:
-            return True
-        self.error(
-            "retry: only a call of a function named in AUTODBG_CATCH, or decorated with "
-            "@autodbg.catch, is held for a retry; this session's is not"
-        )
-        return False
+        return session is not None and session.caught is not None and self.autodbg_post_mortem
 
     def do_EOF(self, arg):
         """EOF (Ctrl-D): on the console, quit; on a socket, detach and let another client attach."""

@@ -66,16 +66,16 @@ def _found(owner, name, function):
     """``found`` of :func:`autodbg.targets.watch`: put the catching wrapper in place."""
     if getattr(function, "_autodbg_caught", None) is not None:
         return  # named twice, or decorated with @autodbg.catch as well
-    code = getattr(function, "__code__", None)
-    where = f"{getattr(function, '__module__', '?')}:{getattr(function, '__qualname__', name)}"
-    if code is None or code.co_flags & _CO_GENERATOR_OR_ASYNC_GENERATOR:
+    try:
+        wrapper = catch(function)
+    except TypeError as error:
         from autodbg.messages import say
 
-        say(f"AUTODBG_CATCH: {where} is not a function or coroutine function; left alone")
+        say(f"AUTODBG_CATCH: {error}; left alone")
         return
     from autodbg import targets
 
-    targets.replace(owner, name, catch(function))
+    targets.replace(owner, name, wrapper)
 
 
 def catch(function):
@@ -102,7 +102,9 @@ def catch(function):
 
     code = getattr(function, "__code__", None)
     if code is not None and code.co_flags & _CO_GENERATOR_OR_ASYNC_GENERATOR:
-        raise TypeError(f"autodbg.catch: {function.__qualname__} is a generator function")
+        raise TypeError(
+            f"{function.__module__}:{function.__qualname__} is a generator function: no call to retry"
+        )
 
     if code is not None and code.co_flags & _CO_COROUTINE:
 
